@@ -1,0 +1,43 @@
+"""parmap: typed parallel map over processes, pools, executors and threads, that never hangs.
+
+The public face: everything importable from here is listed in ``__all__``; the modules behind
+it are private.
+"""
+
+from ._api import MapIterator as MapIterator
+from ._api import MapOptions as MapOptions
+from ._api import imap as imap
+from ._api import pmap as pmap
+from ._api import pstarmap as pstarmap
+from ._errors import BackendUnavailableError as BackendUnavailableError
+from ._errors import ParmapError as ParmapError
+from ._errors import RemoteTraceback as RemoteTraceback
+from ._errors import ResultPicklingError as ResultPicklingError
+from ._errors import ResultUnpicklingError as ResultUnpicklingError
+from ._errors import SerializationError as SerializationError
+from ._errors import TaskExitError as TaskExitError
+from ._errors import TaskPicklingError as TaskPicklingError
+from ._errors import TaskTimeoutError as TaskTimeoutError
+from ._errors import TaskUnpicklingError as TaskUnpicklingError
+from ._errors import WorkerCrashedError as WorkerCrashedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "MapIterator",
+    "MapOptions",
+    "ParmapError",
+    "RemoteTraceback",
+    "ResultPicklingError",
+    "ResultUnpicklingError",
+    "SerializationError",
+    "TaskExitError",
+    "TaskPicklingError",
+    "TaskTimeoutError",
+    "TaskUnpicklingError",
+    "WorkerCrashedError",
+    "imap",
+    "pmap",
+    "pstarmap",
+]

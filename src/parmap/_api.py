@@ -1,0 +1,470 @@
+"""``pmap``, ``imap`` and ``pstarmap``: validation, the dispatch loop, ordering, the loop's error.
+
+Every call goes through :func:`_prepare` (all checks, before any process starts) and then
+:func:`_drive`, which reads the input a chunk at a time, keeps a bounded number of chunks with
+the backend, and hands back results, in order or as they finish.
+
+Errors follow the sequential loop. When item ``e`` fails, nothing past it is read or submitted;
+chunks that started before ``e`` are waited for (one of them may fail earlier, and that earlier
+failure is what the loop would have raised); then the lowest failure is raised, and the backend
+is stopped with ``abort=True`` (its busy workers killed). Every exit path, a ``KeyboardInterrupt``
+or ``imap(...).close()`` included, stops the backend in the ``finally`` of ``_drive``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from types import TracebackType
+from typing import Any, Generic, TypedDict, TypeVar, overload
+
+from typing_extensions import Self, TypeVarTuple, Unpack
+
+from . import backends
+from ._chunking import ChunkSizer
+from ._worker import Failure
+from .backends import Backend, Call, Chunk, Outcome
+
+__all__ = ["MapIterator", "MapOptions", "imap", "pmap", "pstarmap"]
+
+R = TypeVar("R")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+Ts = TypeVarTuple("Ts")
+
+#: Chunks ``pmap`` keeps with the backend per worker: one running, one queued.
+IN_FLIGHT_PER_WORKER = 2
+#: Chunks ``imap`` keeps per worker, in flight or finished but not yet consumed.
+WINDOW_PER_WORKER = 4
+
+
+class MapOptions(TypedDict, total=False):
+    """The keyword options of ``pmap``, ``imap`` and ``pstarmap``."""
+
+    workers: int | None
+    backend: str | Backend | cf.Executor
+    chunksize: int | None
+    timeout: float | None
+    start_method: str | None
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    backend: Backend
+    call: Call
+    items: Iterator[Any]
+    sizer: ChunkSizer
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (respects affinity and container limits)."""
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1  # pragma: no cover - not Linux
+
+
+def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def check_positive_int(api: str, name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{api}(): {name} must be an int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{api}(): {name} must be at least 1, got {value}")
+
+
+def check_timeout(api: str, timeout: object) -> None:
+    if timeout is None:
+        return
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"{api}(): timeout must be a number of seconds or None")
+    if not timeout > 0 or math.isinf(timeout):
+        raise ValueError(f"{api}(): timeout must be a positive, finite number, got {timeout}")
+
+
+def check_start_method(api: str, start_method: object) -> None:
+    valid = multiprocessing.get_all_start_methods()
+    if start_method is not None and start_method not in valid:
+        raise ValueError(
+            f"{api}(): unknown start_method {start_method!r}; valid: {', '.join(valid)}"
+        )
+
+
+def check_callable(api: str, fn: object, what: str = "function") -> None:
+    if not callable(fn):
+        raise TypeError(f"{api}(): the {what} must be callable, got {type(fn).__name__}")
+
+
+def check_iterable(api: str, value: object, what: str) -> Iterator[Any]:
+    try:
+        return iter(value)  # type: ignore[call-overload, no-any-return]
+    except TypeError:
+        raise TypeError(f"{api}(): {what} must be iterable, got {type(value).__name__}") from None
+
+
+def _choose_backend(
+    api: str,
+    backend: object,
+    workers: int | None,
+    start_method: str | None,
+    total: int | None,
+) -> Backend:
+    names = ["auto", *backends.BACKENDS]
+    if isinstance(backend, Backend):
+        if workers is not None:
+            raise ValueError(f"{api}(): workers= is for named backends; {backend!r} has its own")
+        return backend
+    if isinstance(backend, cf.Executor):
+        if start_method is not None:
+            raise ValueError(f"{api}(): start_method= does not apply to an executor you pass")
+        return backends.wrap(backend, workers)
+    if not isinstance(backend, str):
+        raise TypeError(
+            f"{api}(): backend must be a name ({', '.join(names)}), a parmap Backend or a "
+            f"concurrent.futures.Executor, got {type(backend).__name__}"
+        )
+    if backend not in names:
+        raise ValueError(f"{api}(): unknown backend {backend!r}; valid: {', '.join(names)}")
+    count = workers or default_workers()
+    if total is not None:
+        count = max(1, min(count, total))
+    if backend == "auto":
+        backend = "serial" if count == 1 or (total is not None and total <= 1) else "process"
+    elif start_method is not None and not backends.BACKENDS[backend].processes:
+        raise ValueError(f"{api}(): start_method= does not apply to the {backend!r} backend")
+    return backends.create(backend, count, start_method)
+
+
+def _prepare(
+    api: str,
+    fn: Callable[..., Any],
+    iterables: tuple[Iterable[Any], ...],
+    star: bool,
+    workers: int | None,
+    backend: str | Backend | cf.Executor,
+    chunksize: int | None,
+    timeout: float | None,
+    start_method: str | None,
+) -> _Plan:
+    check_callable(api, fn)
+    if not iterables:
+        raise TypeError(f"{api}(): needs at least one iterable after the function")
+    sources = [
+        check_iterable(api, it, f"argument {n + 2}") for n, it in enumerate(iterables)
+    ]
+    check_positive_int(api, "workers", workers)
+    check_positive_int(api, "chunksize", chunksize)
+    check_timeout(api, timeout)
+    check_start_method(api, start_method)
+    total = _known_length(iterables)
+    chosen = _choose_backend(api, backend, workers, start_method, total)
+    if timeout is not None and not chosen.timeouts:
+        raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
+    call = Call(fn, star, timeout)
+    if chosen.pickles:
+        call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
+    items = sources[0] if len(sources) == 1 else zip(*sources)
+    return _Plan(chosen, call, items, ChunkSizer(chosen.workers, total, chunksize))
+
+
+# -- the dispatch loop ---------------------------------------------------------------------------
+
+
+def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
+    """Yield lists of results (in input order if ``ordered``); raise the loop's first error.
+
+    ``bounded``: finished chunks waiting to be consumed count against the window (``imap``),
+    so a slow consumer stops the reading of input.
+    """
+    backend, sizer, source = plan.backend, plan.sizer, plan.items
+    window = (WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER) * backend.workers
+    running: set[int] = set()  # starts of the chunks with the backend
+    held: dict[int, Outcome] = {}  # ordered: finished chunks, by start, waiting for earlier ones
+    position = 0  # index of the next item to read
+    emitted = 0  # ordered: index of the next result to hand out
+    failure: Failure | None = None
+    exhausted = started = finished = False
+    try:
+        while True:
+            while failure is None and not exhausted and len(running) + len(held) < window:
+                try:
+                    items = list(islice(source, sizer.next_size(position)))
+                except Exception as exc:  # the input raised: the loop would raise it here
+                    failure, exhausted = (position, exc), True
+                    break
+                if not items:
+                    exhausted = True
+                    break
+                if not started:
+                    backend.start(plan.call)
+                    started = True
+                chunk = Chunk(position, items)
+                position = chunk.stop
+                running.add(chunk.start)
+                backend.submit(chunk)
+            if not running:
+                if failure is not None:
+                    raise failure[1]
+                break
+            for outcome in backend.wait():
+                chunk = outcome.chunk
+                running.discard(chunk.start)
+                if outcome.failure is None:
+                    sizer.observe(len(chunk.items), outcome.seconds)
+                elif failure is None or outcome.failure[0] < failure[0]:
+                    failure = outcome.failure
+                if ordered:
+                    held[chunk.start] = outcome
+                elif outcome.results and (failure is None or chunk.start < failure[0]):
+                    yield outcome.results
+            while ordered and emitted in held and (failure is None or emitted < failure[0]):
+                outcome = held.pop(emitted)
+                emitted = outcome.chunk.stop
+                if outcome.results:
+                    yield outcome.results
+            if failure is not None and not any(start < failure[0] for start in running):
+                raise failure[1]
+        finished = True
+    finally:
+        if started:
+            backend.stop(abort=not finished)
+
+
+class MapIterator(Iterator[R], Generic[R]):
+    """What :func:`imap` returns: an iterator that can be closed, and a context manager.
+
+    Closing it (or dropping the last reference, or leaving the ``with`` block) stops the
+    workers at once; items not yet read from the input are never read.
+    """
+
+    def __init__(self, chunks: Iterator[list[Any]]) -> None:
+        self._chunks = chunks
+        self._current: Iterator[Any] = iter(())
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> R:
+        while True:
+            for result in self._current:
+                return result  # type: ignore[no-any-return]
+            self._current = iter(next(self._chunks))
+
+    def close(self) -> None:
+        """Stop the workers; later ``next()`` calls raise ``StopIteration``."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        self._chunks = iter(())
+        self._current = iter(())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- the public functions ------------------------------------------------------------------------
+
+
+@overload
+def pmap(
+    fn: Callable[[T1], R], it1: Iterable[T1], /, **options: Unpack[MapOptions]
+) -> list[R]: ...
+@overload
+def pmap(
+    fn: Callable[[T1, T2], R],
+    it1: Iterable[T1],
+    it2: Iterable[T2],
+    /,
+    **options: Unpack[MapOptions],
+) -> list[R]: ...
+@overload
+def pmap(
+    fn: Callable[[T1, T2, T3], R],
+    it1: Iterable[T1],
+    it2: Iterable[T2],
+    it3: Iterable[T3],
+    /,
+    **options: Unpack[MapOptions],
+) -> list[R]: ...
+@overload
+def pmap(
+    fn: Callable[[T1, T2, T3, T4], R],
+    it1: Iterable[T1],
+    it2: Iterable[T2],
+    it3: Iterable[T3],
+    it4: Iterable[T4],
+    /,
+    **options: Unpack[MapOptions],
+) -> list[R]: ...
+@overload
+def pmap(
+    fn: Callable[..., R],
+    it1: Iterable[Any],
+    it2: Iterable[Any],
+    it3: Iterable[Any],
+    it4: Iterable[Any],
+    it5: Iterable[Any],
+    /,
+    *iterables: Iterable[Any],
+    **options: Unpack[MapOptions],
+) -> list[R]: ...
+def pmap(
+    fn: Callable[..., Any],
+    /,
+    *iterables: Iterable[Any],
+    workers: int | None = None,
+    backend: str | Backend | cf.Executor = "auto",
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    start_method: str | None = None,
+) -> list[Any]:
+    """``list(map(fn, *iterables))``, computed in parallel.
+
+    Results come back in input order. If items raise, the exception of the first failing item
+    is raised, as the loop would raise it, with the worker's traceback as its ``__cause__``;
+    work still outstanding is cancelled and its workers stopped.
+
+    Args:
+        fn: any callable; lambdas, closures and ``functools.partial`` objects work everywhere.
+        iterables: one or more; with several, ``fn`` gets one item from each, like ``map``.
+        workers: how many items run at once; default: the CPUs this process may use.
+        backend: ``"auto"`` (in this process when parallelism cannot pay, else
+            ``"process"``), ``"process"``, ``"pool"``, ``"futures"``, ``"thread"``,
+            ``"serial"``, a :class:`parmap.backends.Backend`, or any
+            ``concurrent.futures.Executor`` (used, never shut down).
+        chunksize: items per round trip to a worker; default: adaptive.
+        timeout: seconds any one item may run; an overrun raises :class:`TaskTimeoutError`
+            and the worker running it is killed.
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; default: the platform's.
+
+    Raises:
+        TypeError, ValueError: bad arguments, before any work starts.
+        WorkerCrashedError: a worker process died; names the item and the exit code or signal.
+        TaskTimeoutError: an item ran longer than ``timeout``.
+        TaskExitError: the function called ``sys.exit()``.
+        SerializationError: an item, result or exception could not cross between processes.
+    """
+    plan = _prepare(
+        "pmap", fn, iterables, len(iterables) > 1, workers, backend, chunksize, timeout,
+        start_method,
+    )  # fmt: skip
+    results: list[Any] = []
+    for chunk in _drive(plan, ordered=True, bounded=False):
+        results += chunk
+    return results
+
+
+@overload
+def imap(
+    fn: Callable[[T1], R],
+    it1: Iterable[T1],
+    /,
+    *,
+    ordered: bool = True,
+    **options: Unpack[MapOptions],
+) -> MapIterator[R]: ...
+@overload
+def imap(
+    fn: Callable[[T1, T2], R],
+    it1: Iterable[T1],
+    it2: Iterable[T2],
+    /,
+    *,
+    ordered: bool = True,
+    **options: Unpack[MapOptions],
+) -> MapIterator[R]: ...
+@overload
+def imap(
+    fn: Callable[[T1, T2, T3], R],
+    it1: Iterable[T1],
+    it2: Iterable[T2],
+    it3: Iterable[T3],
+    /,
+    *,
+    ordered: bool = True,
+    **options: Unpack[MapOptions],
+) -> MapIterator[R]: ...
+@overload
+def imap(
+    fn: Callable[..., R],
+    it1: Iterable[Any],
+    it2: Iterable[Any],
+    it3: Iterable[Any],
+    it4: Iterable[Any],
+    /,
+    *iterables: Iterable[Any],
+    ordered: bool = True,
+    **options: Unpack[MapOptions],
+) -> MapIterator[R]: ...
+def imap(
+    fn: Callable[..., Any],
+    /,
+    *iterables: Iterable[Any],
+    ordered: bool = True,
+    workers: int | None = None,
+    backend: str | Backend | cf.Executor = "auto",
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    start_method: str | None = None,
+) -> MapIterator[Any]:
+    """A lazy :func:`pmap`: results as you iterate, input read only as results are consumed.
+
+    At most a few chunks per worker are in flight or waiting to be read, so an endless generator
+    works and memory stays flat. ``ordered=False`` yields results as they finish. Arguments are
+    checked now; workers start at the first ``next()``. Close the iterator (or use it in a
+    ``with`` block) to stop the workers early.
+    """
+    if not isinstance(ordered, bool):
+        raise TypeError("imap(): ordered must be True or False")
+    plan = _prepare(
+        "imap", fn, iterables, len(iterables) > 1, workers, backend, chunksize, timeout,
+        start_method,
+    )  # fmt: skip
+    return MapIterator(_drive(plan, ordered=ordered, bounded=True))
+
+
+def pstarmap(
+    fn: Callable[[Unpack[Ts]], R],
+    iterable: Iterable[tuple[Unpack[Ts]]],
+    /,
+    *,
+    workers: int | None = None,
+    backend: str | Backend | cf.Executor = "auto",
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    start_method: str | None = None,
+) -> list[R]:
+    """``list(itertools.starmap(fn, iterable))``, computed in parallel; options as in pmap."""
+    plan = _prepare(
+        "pstarmap", fn, (iterable,), True, workers, backend, chunksize, timeout, start_method
+    )
+    results: list[R] = []
+    for chunk in _drive(plan, ordered=True, bounded=False):
+        results += chunk
+    return results

@@ -1,0 +1,140 @@
+"""Exceptions raised by parmap.
+
+Every error parmap raises on its own account derives from :class:`ParmapError`; an exception
+raised by *your* function is re-raised as itself, with the worker's traceback attached as its
+``__cause__`` (a :class:`RemoteTraceback`), so ``except ValueError`` works as it does around a loop.
+
+::
+
+    ParmapError
+    ├── WorkerCrashedError           a worker process died: signal or exit code, and the item
+    ├── TaskTimeoutError             an item ran longer than ``timeout=``; its worker was killed
+    ├── TaskExitError                the function called ``sys.exit()`` (``SystemExit`` in a worker)
+    ├── SerializationError           something could not cross a process boundary
+    │   ├── TaskPicklingError          an item or the function, pickled in the caller
+    │   ├── TaskUnpicklingError        an item or the function, unpickled in the worker
+    │   ├── ResultPicklingError        a result or an exception, pickled in the worker
+    │   └── ResultUnpicklingError      a result or an exception, unpickled in the caller
+    └── BackendUnavailableError      a backend needs an optional extra (also an ImportError)
+
+:class:`RemoteTraceback` is not raised; it rides along as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import signal
+
+__all__ = [
+    "BackendUnavailableError",
+    "ParmapError",
+    "RemoteTraceback",
+    "ResultPicklingError",
+    "ResultUnpicklingError",
+    "SerializationError",
+    "TaskExitError",
+    "TaskPicklingError",
+    "TaskTimeoutError",
+    "TaskUnpicklingError",
+    "WorkerCrashedError",
+    "describe_exitcode",
+]
+
+
+class ParmapError(Exception):
+    """Base class of every error parmap raises on its own account."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text; attached as ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+    """``-9`` -> ``'signal SIGKILL (-9)'``, ``3`` -> ``'exit code 3'``."""
+    if exitcode is None:
+        return "an unknown exit status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"signal {name} ({exitcode})"
+    return f"exit code {exitcode}"
+
+
+class WorkerCrashedError(ParmapError):
+    """A worker process died while it held work: killed, segfaulted, or ``os._exit()``-ed.
+
+    ``exitcode`` is the process's exit code (negative: the signal number), ``index`` the
+    position of the item it was running (``None`` where the worker was not running an item,
+    as in ``run_processes``), ``pid`` the process id where known.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        exitcode: int | None,
+        index: int | None = None,
+        pid: int | None = None,
+    ) -> None:
+        super().__init__(f"{what} died with {describe_exitcode(exitcode)}")
+        self.exitcode = exitcode
+        self.index = index
+        self.pid = pid
+
+
+class TaskTimeoutError(ParmapError, TimeoutError):
+    """An item ran longer than ``timeout=`` seconds; the worker running it was stopped."""
+
+    def __init__(self, what: str, *, timeout: float, index: int | None = None) -> None:
+        super().__init__(f"{what} ran longer than timeout={timeout}s")
+        self.timeout = timeout
+        self.index = index
+
+
+class TaskExitError(ParmapError):
+    """Your function called ``sys.exit()`` (raised ``SystemExit``) inside a worker.
+
+    The ``SystemExit`` is the ``__cause__``; ``code`` is its exit code. parmap does not let a
+    worker's ``sys.exit()`` end your program.
+    """
+
+    def __init__(self, what: str, *, code: object, index: int | None = None) -> None:
+        super().__init__(f"{what} called sys.exit({code!r})")
+        self.code = code
+        self.index = index
+
+
+class SerializationError(ParmapError):
+    """Something could not be pickled or unpickled on its way between processes."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class TaskPicklingError(SerializationError):
+    """An item or the function could not be pickled in the calling process."""
+
+
+class TaskUnpicklingError(SerializationError):
+    """An item or the function could not be unpickled in the worker."""
+
+
+class ResultPicklingError(SerializationError):
+    """A result, or the exception your function raised, could not be pickled in the worker."""
+
+
+class ResultUnpicklingError(SerializationError):
+    """A result, or the exception your function raised, could not be unpickled in the caller."""
+
+
+class BackendUnavailableError(ParmapError, ImportError):
+    """The backend needs an optional dependency that is not installed; the message names it."""

@@ -1,0 +1,77 @@
+"""Pickling between processes, with every failure turned into an error that names what failed.
+
+The callable is pickled once per call with cloudpickle, so lambdas, closures, ``partial`` objects,
+bound methods and functions defined in ``__main__`` reach every start method. Data (items and
+results) goes through the standard pickler, which is several times faster; only when it refuses
+something (a lambda passed as an item, say) does cloudpickle get a second try. Both produce bytes
+that ``pickle.loads`` reads.
+
+A ``__reduce__`` that calls ``sys.exit()`` raises ``SystemExit`` inside the pickler; that is a
+pickling failure like any other here, not a reason for the caller to exit.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+
+from ._errors import SerializationError
+
+__all__ = ["PROTOCOL", "describe", "dumps", "dumps_callable", "dumps_items", "loads"]
+
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: What a pickler may raise for an object it cannot handle (``SystemExit`` included, see above).
+_FAILURES = (Exception, SystemExit)
+
+
+def describe(exc: BaseException) -> str:
+    """``ValueError('x')`` -> ``"ValueError: x"``, for messages."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def dumps(obj: object) -> bytes:
+    """Pickle data: the standard pickler first, cloudpickle for what it refuses."""
+    try:
+        return pickle.dumps(obj, PROTOCOL)
+    except _FAILURES:
+        return cloudpickle.dumps(obj, PROTOCOL)
+
+
+loads = pickle.loads
+
+
+def dumps_callable(fn: Callable[..., object], error: type[SerializationError]) -> bytes:
+    """Pickle the function with cloudpickle, once per call."""
+    try:
+        return cloudpickle.dumps(fn, PROTOCOL)
+    except _FAILURES as exc:
+        raise error(f"the function {fn!r} could not be pickled: {describe(exc)}") from exc
+
+
+def dumps_items(
+    items: Sequence[Any], start: int, what: str, error: type[SerializationError]
+) -> bytes:
+    """Pickle a chunk; if that fails, find the first item that does and name it in ``error``."""
+    try:
+        return dumps(items)
+    except _FAILURES as exc:
+        first: BaseException = exc
+    for offset, item in enumerate(items):
+        try:
+            dumps(item)
+        except _FAILURES as exc:
+            raise error(
+                f"{what} {start + offset} could not be pickled: {describe(exc)}",
+                index=start + offset,
+            ) from exc
+    # Each item pickles alone but not together (shared state raising on a second visit).
+    raise error(
+        f"{what}s {start}..{start + len(items) - 1} could not be pickled together: "
+        f"{describe(first)}",
+        index=start,
+    ) from first

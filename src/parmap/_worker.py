@@ -1,0 +1,317 @@
+"""What runs inside a worker, and the reply it sends back.
+
+::
+
+    caller                                   worker process (or thread)
+    ------                                   --------------------------
+    function, cloudpickled once per call ──► install(): unpickled once, kept in _STATE
+    (start, pickled chunk of items)      ──► run_chunk(): unpickle items, then
+                                               for each item: fn(item); board index = next item
+    decode(): results, or the first      ◄── reply, pickled: ("ok", results, seconds)
+    failure as an exception                  | ("raised", index, pickled exception, traceback)
+                                             | ("exit", index, code, traceback)
+                                             | ("error", index, phase, description, traceback)
+
+The per-item loop does nothing but call the function, append the result and store one number on
+the progress board (two when ``timeout=`` is set): no lock, no message, no clock unless needed.
+The function runs until the chunk ends or the first exception, as a ``for`` loop would.
+
+Every worker process also runs :func:`watch_parent`: if the caller dies (even by SIGKILL), the
+worker notices within a quarter of a second and exits instead of lingering as an orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import threading
+import time
+import traceback
+from collections.abc import Callable, MutableSequence, Sequence
+from itertools import starmap
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ._board import CHUNK, IDLE, INDEX, RECEIVING, STARTED, Board
+from ._errors import (
+    RemoteTraceback,
+    ResultPicklingError,
+    ResultUnpicklingError,
+    SerializationError,
+    TaskExitError,
+    TaskUnpicklingError,
+)
+from ._serialize import describe, dumps, dumps_items, loads
+
+__all__ = [
+    "Failure",
+    "decode",
+    "execute",
+    "failure_from_local",
+    "process_main",
+    "run_chunk",
+    "run_chunk_with",
+]
+
+#: A failure at an item: its index and the exception to raise for it.
+Failure = tuple[int, BaseException]
+
+ORPHAN_POLL_SECONDS = 0.25
+
+# Messages from the caller to a process-backend worker: a one-byte tag, then the body.
+TAG_FUNCTION = b"F"  # flags byte (star, timed), then the cloudpickled function
+TAG_CHUNK = b"C"  # 8-byte start index, then the pickled list of items
+TAG_QUIT = b"Q"
+_START = struct.Struct("<q")
+
+
+def execute(
+    fn: Callable[..., Any],
+    star: bool,
+    start: int,
+    items: Sequence[Any],
+    board: MutableSequence[float] | None,
+    base: int,
+    timed: bool,
+) -> tuple[list[Any], BaseException | None]:
+    """Run ``fn`` over ``items``; return the results and the exception that stopped them, if any.
+
+    The failing item's index is ``start + len(results)``.
+    """
+    results: list[Any] = []
+    calls = starmap(fn, items) if star else map(fn, items)
+    try:
+        if board is None:
+            results.extend(calls)
+            return results, None
+        append = results.append
+        at, when = base + INDEX, base + STARTED
+        index = start
+        board[at] = index
+        if timed:
+            clock = time.monotonic
+            board[when] = clock()
+            for result in calls:
+                append(result)
+                index += 1
+                board[at] = index
+                board[when] = clock()
+        else:
+            for result in calls:
+                append(result)
+                index += 1
+                board[at] = index
+        return results, None
+    except BaseException as exc:  # the function's own exception, whatever it is
+        return results, exc
+    finally:
+        if board is not None:
+            board[base + INDEX] = IDLE
+
+
+def failure_from_local(index: int, exc: BaseException) -> Failure:
+    """The exception to raise for ``exc`` raised in this process (threads, serial)."""
+    if isinstance(exc, SystemExit):
+        error = TaskExitError(f"item {index}", code=exc.code, index=index)
+        error.__cause__ = exc
+        return index, error
+    return index, exc
+
+
+# -- in a worker process -------------------------------------------------------------------------
+
+
+class _State:
+    fn: Callable[..., Any] | None = None
+    install_error: tuple[str, str] | None = None
+    star = False
+    timed = False
+    board: MutableSequence[float] | None = None
+    base = 0
+    key: object = None
+
+
+_STATE = _State()
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def install(fn_bytes: bytes, star: bool, timed: bool) -> None:
+    """Unpickle the call's function once; a failure is reported with every chunk."""
+    _STATE.star, _STATE.timed = star, timed
+    try:
+        _STATE.fn, _STATE.install_error = loads(fn_bytes), None
+    except BaseException as exc:
+        _STATE.fn, _STATE.install_error = None, (describe(exc), _traceback(exc))
+
+
+def run_chunk(start: int, payload: bytes | memoryview) -> bytes:
+    """Run one chunk with the installed function; return the pickled reply. Never raises."""
+    board, base = _STATE.board, _STATE.base
+    if _STATE.install_error is not None:
+        what, tb = _STATE.install_error
+        return dumps(("error", start, ("function-unpickle", what), [], tb))
+    if board is not None:
+        board[base + CHUNK] = start
+        board[base + INDEX] = RECEIVING
+    try:
+        items = loads(payload)
+    except BaseException as exc:
+        return dumps(("error", start, ("task-unpickle", describe(exc)), [], _traceback(exc)))
+    assert _STATE.fn is not None
+    began = time.perf_counter()
+    results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timed)
+    if exc is None:
+        try:
+            return dumps(("ok", results, time.perf_counter() - began))
+        except (Exception, SystemExit):
+            return _unpicklable_result(results, start)
+    index = start + len(results)
+    tb = _traceback(exc)
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, (int, str, type(None))) else repr(exc.code)
+        kind, detail = "exit", code
+    else:
+        try:
+            kind, detail = "raised", dumps(exc)
+        except (Exception, SystemExit) as problem:
+            what = f"the exception {describe(exc)} raised by item {index} could not be pickled: "
+            return dumps(("error", index, ("result-pickle", what + describe(problem)), [], tb))
+    try:
+        return dumps((kind, index, detail, results, tb))
+    except (Exception, SystemExit):
+        return _unpicklable_result(results, start)
+
+
+def _unpicklable_result(results: list[Any], start: int) -> bytes:
+    """The reply for results that would not pickle: an error naming the first such item."""
+    try:
+        dumps_items(results, start, "the result of item", ResultPicklingError)
+    except ResultPicklingError as error:
+        cause = error.__cause__ or error
+        index = start if error.index is None else error.index
+        return dumps(("error", index, ("result-pickle", str(error)), [], _traceback(cause)))
+    raise AssertionError("unreachable: the results pickled on their own")  # pragma: no cover
+
+
+def run_chunk_with(
+    key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes
+) -> bytes:
+    """:func:`run_chunk` for executors parmap did not start: installs the function on first use."""
+    if _STATE.key != key:
+        install(fn_bytes, star, timed=False)
+        _STATE.key = key
+    return run_chunk(start, payload)
+
+
+def decode(data: bytes, start: int, count: int) -> tuple[list[Any], float, Failure | None]:
+    """Read a reply in the caller: the results (up to the failure, if any), seconds, failure."""
+    items = f"items {start}..{start + count - 1}" if count > 1 else f"item {start}"
+    try:
+        reply = loads(data)
+    except (Exception, SystemExit) as exc:
+        error = ResultUnpicklingError(
+            f"the results of {items} could not be unpickled: {describe(exc)}", index=start
+        )
+        error.__cause__ = exc
+        return [], 0.0, (start, error)
+    if reply[0] == "ok":
+        return reply[1], reply[2], None
+    kind, index, detail, partial, tb = reply
+    failure: BaseException
+    if kind == "raised":
+        try:
+            failure = loads(detail)
+        except (Exception, SystemExit) as exc:
+            failure = ResultUnpicklingError(
+                f"the exception raised by item {index} could not be unpickled: {describe(exc)}",
+                index=index,
+            )
+    elif kind == "exit":
+        failure = TaskExitError(f"item {index}", code=detail, index=index)
+    else:
+        failure = _serialization_error(*detail, index=index, items=items)
+    failure.__cause__ = RemoteTraceback(tb)
+    return partial, 0.0, (index, failure)
+
+
+def _serialization_error(phase: str, what: str, *, index: int, items: str) -> SerializationError:
+    if phase == "function-unpickle":
+        return TaskUnpicklingError(
+            f"the function could not be unpickled in the worker: {what}", index=index
+        )
+    if phase == "task-unpickle":
+        return TaskUnpicklingError(
+            f"{items} could not be unpickled in the worker: {what}", index=index
+        )
+    return ResultPicklingError(what, index=index)
+
+
+# -- worker process set-up -----------------------------------------------------------------------
+
+
+def watch_parent() -> None:
+    """Exit this process soon after its parent dies (even by SIGKILL)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parmap-orphan-watch", daemon=True).start()
+
+
+def become_worker() -> None:
+    """Ctrl-C is the caller's to handle: a terminal sends SIGINT to the whole process group."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch_parent()
+
+
+def attach_board(board: Board | None, slot: int | None) -> None:
+    if board is None or slot is None or slot >= board.slots:
+        _STATE.board = None
+        return
+    board.claim(slot, os.getpid())
+    _STATE.board, _STATE.base = board.cells, Board.base(slot)
+
+
+def pool_initializer(board: Board, counter: Any, fn_bytes: bytes, star: bool, timed: bool) -> None:
+    """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers."""
+    become_worker()
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    attach_board(board, slot)
+    install(fn_bytes, star, timed)
+
+
+def process_main(conn: Connection, board: Board, slot: int) -> None:
+    """The loop of a ``"process"`` backend worker: one pipe in, one pipe out, until told to quit."""
+    become_worker()
+    attach_board(board, slot)
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        tag = message[:1]
+        if tag == TAG_CHUNK:
+            (start,) = _START.unpack_from(message, 1)
+            conn.send_bytes(run_chunk(start, memoryview(message)[1 + _START.size :]))
+        elif tag == TAG_FUNCTION:
+            flags = message[1]
+            install(message[2:], star=bool(flags & 1), timed=bool(flags & 2))
+        else:
+            return
+
+
+def function_message(fn_bytes: bytes, star: bool, timed: bool) -> bytes:
+    return TAG_FUNCTION + bytes([int(star) | (int(timed) << 1)]) + fn_bytes
+
+
+def chunk_message(start: int, payload: bytes) -> bytes:
+    return TAG_CHUNK + _START.pack(start) + payload

@@ -1,0 +1,59 @@
+"""Backends by name, imported only when first used so that ``import parmap`` stays cheap.
+
+A named backend is built per call from ``(workers, start_method)``; a :class:`Backend` or a
+``concurrent.futures.Executor`` instance passed as ``backend=`` is used as it is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+from typing import NamedTuple
+
+from .._errors import BackendUnavailableError
+from ._base import Backend as Backend
+from ._base import Call as Call
+from ._base import Chunk as Chunk
+from ._base import FutureBackend as FutureBackend
+from ._base import Outcome as Outcome
+
+__all__ = ["BACKENDS", "Backend", "Call", "Chunk", "FutureBackend", "Outcome", "create", "wrap"]
+
+
+class _Entry(NamedTuple):
+    module: str
+    cls: str
+    processes: bool  # whether ``start_method`` means anything to it
+    extra: str | None = None  # the pip extra it needs, if any
+
+
+BACKENDS: dict[str, _Entry] = {
+    "process": _Entry("._process", "ProcessBackend", True),
+    "pool": _Entry("._pool", "PoolBackend", True),
+    "futures": _Entry("._futures", "FuturesBackend", True),
+    "thread": _Entry("._thread", "ThreadBackend", False),
+    "serial": _Entry("._serial", "SerialBackend", False),
+}
+
+
+def create(name: str, workers: int, start_method: str | None) -> Backend:
+    """Build the backend registered as ``name``."""
+    entry = BACKENDS[name]
+    try:
+        module = importlib.import_module(entry.module, __name__)
+    except ImportError as exc:
+        extra = entry.extra or name
+        raise BackendUnavailableError(
+            f"the {name!r} backend needs an optional dependency: pip install 'parmap-typed[{extra}]'"
+            f" ({exc})"
+        ) from exc
+    cls = getattr(module, entry.cls)
+    backend: Backend = cls(workers, start_method) if entry.processes else cls(workers)
+    return backend
+
+
+def wrap(executor: cf.Executor, workers: int | None) -> Backend:
+    """A backend over an executor the caller owns (never shut down by parmap)."""
+    from ._executor import ExecutorBackend
+
+    return ExecutorBackend(executor, workers)

@@ -1,0 +1,245 @@
+"""The backend contract: move chunks to workers, report what became of each.
+
+A backend never decides what the caller sees. It takes chunks (a start index and a list of
+items), runs the call's function over them somewhere, and reports an :class:`Outcome` per chunk:
+the results, or a failure at one item (the function's exception, a dead worker, an overrun
+timeout, something that would not pickle). Ordering, the in-flight bound, chunk sizing, choosing
+the loop's exception and raising it all happen once, above this line, in ``parmap._api``.
+
+Two ways to write one:
+
+* subclass :class:`Backend` and implement ``start``/``submit``/``wait``/``stop`` (the
+  ``"process"`` backend does, to own its pipes and worker lifetimes);
+* subclass :class:`FutureBackend` and implement ``_submit(chunk) -> Future``, like an engine of
+  ``concurrent.futures``; ``wait`` is written once here. Override ``_check`` to watch workers
+  for deaths and overruns, ``_close`` to release the engine.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .._board import IDLE, RECEIVING, Board, SlotView
+from .._errors import TaskPicklingError, TaskTimeoutError, WorkerCrashedError
+from .._serialize import dumps_callable, dumps_items
+from .._worker import Failure, decode
+
+__all__ = ["Backend", "Call", "Chunk", "FutureBackend", "Outcome"]
+
+#: How often a FutureBackend looks at its workers while it waits (deaths, overruns).
+WATCH_INTERVAL = 0.1
+
+
+@dataclass
+class Call:
+    """One ``pmap``/``imap``/``pstarmap`` call, as a backend sees it."""
+
+    fn: Callable[..., Any]
+    star: bool
+    timeout: float | None
+    _fn_bytes: bytes | None = field(default=None, repr=False)
+
+    @property
+    def fn_bytes(self) -> bytes:
+        """The function, cloudpickled once per call."""
+        if self._fn_bytes is None:
+            self._fn_bytes = dumps_callable(self.fn, TaskPicklingError)
+        return self._fn_bytes
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Consecutive items ``start``, ``start + 1``, ...; hashed by identity."""
+
+    start: int
+    items: list[Any]
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.items)
+
+    def __contains__(self, index: int) -> bool:
+        return self.start <= index < self.stop
+
+    def describe(self) -> str:
+        last = self.stop - 1
+        return f"item {self.start}" if last == self.start else f"items {self.start}..{last}"
+
+    def payload(self) -> bytes:
+        """The items pickled, or :class:`TaskPicklingError` naming the first that will not."""
+        return dumps_items(self.items, self.start, "item", TaskPicklingError)
+
+
+@dataclass
+class Outcome:
+    """What became of a chunk: its results, or the failure that stopped it."""
+
+    chunk: Chunk
+    #: All the results, or with a failure those of the items before it that survived.
+    results: list[Any]
+    failure: Failure | None = None
+    seconds: float = 0.0  # time the worker spent on the chunk, for chunk sizing
+
+    @classmethod
+    def failed(cls, chunk: Chunk, index: int, error: BaseException) -> Outcome:
+        return cls(chunk, [], (index, error))
+
+    @classmethod
+    def from_reply(cls, chunk: Chunk, data: bytes) -> Outcome:
+        results, seconds, failure = decode(data, chunk.start, len(chunk.items))
+        return cls(chunk, results, failure, seconds)
+
+
+class Backend(ABC):
+    """Runs chunks of one call at a time. Instances may be reused for call after call."""
+
+    #: The name in the registry (``backend="..."``).
+    name: ClassVar[str]
+    #: True where chunks cross a process boundary: the function is pickled before work starts.
+    pickles: bool = True
+    #: False where ``timeout=`` cannot be enforced; asking for one is then a ``ValueError``.
+    timeouts: bool = True
+    #: How many items can run at once; sets the in-flight bound and chunk sizes.
+    workers: int
+
+    @abstractmethod
+    def start(self, call: Call) -> None:
+        """Get ready to run ``call``'s function (start or reuse workers)."""
+
+    @abstractmethod
+    def submit(self, chunk: Chunk) -> None:
+        """Queue a chunk. Problems with the chunk itself are reported by :meth:`wait`."""
+
+    @abstractmethod
+    def wait(self) -> list[Outcome]:
+        """Block until at least one submitted chunk has an outcome; return those there are."""
+
+    @abstractmethod
+    def stop(self, *, abort: bool) -> None:
+        """End the call. ``abort``: outstanding chunks are abandoned and their workers stopped.
+
+        Every process and thread the backend started for the call is gone when this returns,
+        except workers it keeps warm for the next call.
+        """
+
+
+def crash_failure(
+    chunk: Chunk, view: SlotView | None, exitcode: int | None, pid: int | None
+) -> Failure:
+    """The failure for a chunk whose worker died, naming the item the board says it held."""
+    index = chunk.start
+    where = f"while it held {chunk.describe()}"
+    if view is not None and view.index in chunk:
+        index = view.index
+        where = f"while running item {index} (of {chunk.describe()})"
+    elif view is not None and view.index == RECEIVING:
+        where = f"while unpickling {chunk.describe()}"
+    elif view is not None and view.index == IDLE:
+        where = f"while returning the results of {chunk.describe()}"
+    error = WorkerCrashedError(f"a worker (pid {pid}) {where}", exitcode=exitcode, index=index)
+    error.index, error.pid = index, pid
+    return index, error
+
+
+def overdue(board: Board, timeout: float) -> list[SlotView]:
+    """Slots whose current item started more than ``timeout`` seconds ago."""
+    now = time.monotonic()
+    return [v for v in board if v.index >= 0 and v.pid and now - v.started > timeout]
+
+
+def timeout_failure(view: SlotView, timeout: float) -> Failure:
+    error = TaskTimeoutError(f"item {view.index}", timeout=timeout, index=view.index)
+    return view.index, error
+
+
+class FutureBackend(Backend):
+    """A backend over an engine that returns a :class:`concurrent.futures.Future` per chunk."""
+
+    #: Exceptions by which the engine says it broke (a worker died); see ``_diagnose``.
+    broken: ClassVar[tuple[type[BaseException], ...]] = (cf.BrokenExecutor,)
+
+    def __init__(self) -> None:
+        self._pending: dict[cf.Future[Any], Chunk] = {}
+        self._failed: list[Outcome] = []
+        self._fatal: Failure | None = None
+        self._call: Call | None = None
+
+    @abstractmethod
+    def _submit(self, chunk: Chunk) -> cf.Future[Any]:
+        """Start running a chunk; the future's value is what ``_outcome`` reads."""
+
+    def _outcome(self, chunk: Chunk, value: Any) -> Outcome:
+        """Turn a finished future's value into an outcome: by default a pickled reply."""
+        return Outcome.from_reply(chunk, value)
+
+    def _check(self) -> Failure | None:
+        """Look at the workers: a failure that breaks the call (a death, an overrun), if any."""
+        return None
+
+    def _close(self, abort: bool) -> None:
+        """Release the engine at the end of a call."""
+
+    def start(self, call: Call) -> None:
+        self._call = call
+        self._fatal = None
+
+    def submit(self, chunk: Chunk) -> None:
+        try:
+            future = self._submit(chunk)
+        except TaskPicklingError as error:
+            self._failed.append(Outcome.failed(chunk, error.index or chunk.start, error))
+            return
+        self._pending[future] = chunk
+
+    def wait(self) -> list[Outcome]:
+        while not self._failed:
+            if not self._pending:
+                raise RuntimeError("wait() with nothing submitted")  # pragma: no cover
+            done, _ = cf.wait(self._pending, WATCH_INTERVAL, cf.FIRST_COMPLETED)
+            for future in done:
+                self._failed.append(self._finish(self._pending.pop(future), future))
+            if self._fatal is None:
+                fatal = self._check()
+                if fatal is not None:
+                    self._fatal = fatal
+                    self._fail_holder(fatal)
+        outcomes, self._failed = self._failed, []
+        return outcomes
+
+    def _finish(self, chunk: Chunk, future: cf.Future[Any]) -> Outcome:
+        exc = future.exception()
+        if exc is None:
+            return self._outcome(chunk, future.result())
+        if isinstance(exc, self.broken):
+            if self._fatal is None:
+                self._fatal = self._check()
+            if self._fatal is not None:
+                return Outcome(chunk, [], self._fatal)
+            crash = WorkerCrashedError(
+                f"the executor broke while running {chunk.describe()}", exitcode=None
+            )
+            crash.index = chunk.start
+            crash.__cause__ = exc
+            return Outcome.failed(chunk, chunk.start, crash)
+        return Outcome.failed(chunk, chunk.start, exc)
+
+    def _fail_holder(self, fatal: Failure) -> None:
+        """Report the chunk holding a fatal failure's item; its future may never finish."""
+        index = fatal[0]
+        for future, chunk in list(self._pending.items()):
+            if index in chunk:
+                del self._pending[future]
+                future.cancel()
+                self._failed.append(Outcome(chunk, [], fatal))
+
+    def stop(self, *, abort: bool) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._failed.clear()
+        self._close(abort or self._fatal is not None)

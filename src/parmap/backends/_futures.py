@@ -1,0 +1,52 @@
+"""``"futures"``: ``concurrent.futures.ProcessPoolExecutor``, started per call.
+
+When a worker dies the executor fails every pending future with ``BrokenProcessPool`` and says
+neither which worker nor its exit code; ``_watched`` finds both and the item, and the pool is
+shut down (its processes killed and joined) rather than left broken.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .._worker import pool_initializer, run_chunk
+from ._base import Chunk
+from ._watched import WatchedPool
+
+__all__ = ["FuturesBackend"]
+
+
+class FuturesBackend(WatchedPool):
+    name = "futures"
+    broken = (BrokenProcessPool,)
+
+    _executor: cf.ProcessPoolExecutor | None = None
+
+    def _open(self, initargs: tuple[Any, ...]) -> None:
+        self._executor = cf.ProcessPoolExecutor(
+            self.workers, mp_context=self._ctx, initializer=pool_initializer, initargs=initargs
+        )
+
+    def _processes(self) -> Iterable[BaseProcess]:
+        return self._processes_of(self._executor)
+
+    def _submit(self, chunk: Chunk) -> cf.Future[Any]:
+        assert self._executor is not None
+        return self._executor.submit(run_chunk, chunk.start, chunk.payload())
+
+    def _close(self, abort: bool) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if abort:
+            for proc in self._processes_of(executor):
+                proc.kill()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _processes_of(executor: cf.ProcessPoolExecutor | None) -> list[BaseProcess]:
+        return list((getattr(executor, "_processes", None) or {}).values())

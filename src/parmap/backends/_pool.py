@@ -1,0 +1,56 @@
+"""``"pool"``: ``multiprocessing.Pool``, started per call, chunks through ``apply_async``.
+
+Pool never notices a worker that dies mid-task (bpo-22393, open since 2014): it replaces the
+worker and waits forever for the lost task. The watching in ``_watched`` turns that into a
+``WorkerCrashedError`` within a tenth of a second, and ``terminate()`` ends the pool.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Iterable
+from multiprocessing.pool import Pool
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .._worker import pool_initializer, run_chunk
+from ._base import Chunk
+from ._watched import WatchedPool
+
+__all__ = ["PoolBackend"]
+
+
+class PoolBackend(WatchedPool):
+    name = "pool"
+    broken = ()
+
+    _pool: Pool | None = None
+
+    def _open(self, initargs: tuple[Any, ...]) -> None:
+        self._pool = self._ctx.Pool(self.workers, pool_initializer, initargs)
+
+    def _processes(self) -> Iterable[BaseProcess]:
+        return list(getattr(self._pool, "_pool", ()))
+
+    def _submit(self, chunk: Chunk) -> cf.Future[Any]:
+        assert self._pool is not None
+        payload = chunk.payload()
+        future: cf.Future[Any] = cf.Future()
+        future.set_running_or_notify_cancel()
+        self._pool.apply_async(
+            run_chunk,
+            (chunk.start, payload),
+            callback=future.set_result,
+            error_callback=future.set_exception,
+        )
+        return future
+
+    def _close(self, abort: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if abort:
+            pool.terminate()
+        else:
+            pool.close()
+        pool.join()

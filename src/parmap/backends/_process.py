@@ -1,0 +1,234 @@
+"""``"process"``: parmap's own workers, one ``multiprocessing.Process`` and one pipe each.
+
+::
+
+    caller (this module, in the calling thread)          worker i (_worker.process_main)
+    ---------------------------------------------        -------------------------------
+    start():  spawn workers; send the function   ──F──►  install it (once per call)
+    submit(): pickle the chunk; to an idle worker ──C──►  run it; reply  ──► pipe i
+              (or a backlog)
+    wait():   connection.wait(pipes + sentinels) ◄──────  ("ok", results) / a failure
+              a reply    -> Outcome
+              a sentinel -> the worker died: the chunk it ran fails with
+                            WorkerCrashedError (item from the board), the
+                            chunks queued behind it go back to the backlog,
+                            a fresh worker takes its slot
+              overrun    -> SIGKILL the worker: TaskTimeoutError, same as above
+    stop():   quit idle workers, kill busy ones, join all  ──Q──►  return
+
+Because the caller knows which worker holds which chunk, nothing is lost silently and no wait
+is unbounded: every wait watches the workers' sentinels as well as their pipes.
+
+Tuning (see ``PREFETCH_BYTES``): a worker is given a second chunk while it runs one, so it never
+waits for the caller between chunks, but only when that chunk is small. Writing a large chunk to
+a busy worker would block the caller until the worker reads it, while the worker may be blocked
+writing a large result that the caller, stuck in that write, never reads: a deadlock.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .._board import Board
+from .._errors import TaskPicklingError, WorkerCrashedError
+from .._worker import chunk_message, function_message, process_main
+from ._base import Backend, Call, Chunk, Outcome, crash_failure, overdue, timeout_failure
+
+__all__ = ["ProcessBackend"]
+
+#: A chunk up to this size may be queued behind the one a worker is running (well under the
+#: 200+ KiB a Linux socket pair buffers, so the write returns at once).
+PREFETCH_BYTES = 32 * 1024
+#: Chunks a worker may hold: the one it runs and one queued.
+DEPTH = 2
+#: How long a quitting worker gets before it is killed.
+QUIT_GRACE = 5.0
+#: With ``timeout=``, the longest wait between looks at the board.
+OVERRUN_POLL = 0.25
+
+
+class _Worker:
+    def __init__(self, proc: BaseProcess, conn: Connection, slot: int) -> None:
+        self.proc, self.conn, self.slot = proc, conn, slot
+        #: The chunks sent to this worker and not yet answered, with their messages.
+        self.held: deque[tuple[Chunk, bytes]] = deque()
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, workers: int, start_method: str | None) -> None:
+        self.workers = workers
+        self._ctx: BaseContext = multiprocessing.get_context(start_method)
+        self._pool: list[_Worker] = []
+        self._board: Board | None = None
+        self._call: Call | None = None
+        self._function = b""
+        self._backlog: deque[tuple[Chunk, bytes]] = deque()
+        self._ready: list[Outcome] = []
+        self._respawns = 0
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    def start(self, call: Call) -> None:
+        self._call = call
+        self._respawns = 0
+        self._function = function_message(call.fn_bytes, call.star, call.timeout is not None)
+        if not self._pool:
+            self._board = Board.shared(self._ctx, self.workers)
+            self._pool = [self._spawn(slot) for slot in range(self.workers)]
+        for worker in list(self._pool):
+            self._send(worker, self._function)
+
+    def submit(self, chunk: Chunk) -> None:
+        try:
+            payload = chunk.payload()
+        except TaskPicklingError as error:
+            index = chunk.start if error.index is None else error.index
+            self._ready.append(Outcome.failed(chunk, index, error))
+            return
+        self._backlog.append((chunk, chunk_message(chunk.start, payload)))
+        self._dispatch()
+
+    def wait(self) -> list[Outcome]:
+        while not self._ready:
+            busy = [w for w in self._pool if w.held]
+            handles: list[Any] = [w.conn for w in busy] + [w.proc.sentinel for w in self._pool]
+            ready = set(wait(handles, self._poll_interval()))
+            for worker in busy:
+                if worker.conn in ready:
+                    self._receive(worker)
+            for worker in list(self._pool):
+                if worker.proc.sentinel in ready:
+                    self._lost(worker)
+            self._check_overruns()
+            self._dispatch()
+        outcomes, self._ready = self._ready, []
+        return outcomes
+
+    def stop(self, *, abort: bool) -> None:
+        self._backlog.clear()
+        self._ready.clear()
+        self._call = None
+        pool, self._pool = self._pool, []
+        for worker in pool:
+            if worker.held:
+                worker.proc.kill()
+            else:
+                try:
+                    worker.conn.send_bytes(b"Q")
+                except OSError:
+                    pass
+        deadline = time.monotonic() + QUIT_GRACE
+        for worker in pool:
+            worker.proc.join(max(0.0, deadline - time.monotonic()))
+            if worker.proc.exitcode is None:
+                worker.proc.kill()
+                worker.proc.join()
+            worker.conn.close()
+            worker.proc.close()
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> _Worker:
+        ours, theirs = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=process_main, args=(theirs, self._board, slot), name=f"parmap-worker-{slot}"
+        )
+        proc.start()
+        theirs.close()
+        return _Worker(proc, ours, slot)
+
+    def _send(self, worker: _Worker, message: bytes) -> bool:
+        try:
+            worker.conn.send_bytes(message)
+        except OSError:  # the worker died; its sentinel says how
+            self._lost(worker)
+            return False
+        return True
+
+    def _dispatch(self) -> None:
+        while self._backlog:
+            job = self._backlog[0]
+            worker = min(self._pool, key=lambda w: len(w.held))
+            if worker.held and (len(worker.held) >= DEPTH or len(job[1]) > PREFETCH_BYTES):
+                return
+            self._backlog.popleft()
+            worker.held.append(job)
+            self._send(worker, job[1])
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._lost(worker)
+            return
+        self._ready.append(Outcome.from_reply(worker.held.popleft()[0], data))
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died: report the chunk it ran, requeue the ones it had not started."""
+        if worker not in self._pool:
+            return
+        while worker.held and self._drain(worker):
+            pass
+        worker.proc.join()
+        exitcode, pid = worker.proc.exitcode, worker.proc.pid
+        if worker.held:
+            assert self._board is not None
+            chunk = worker.held.popleft()[0]
+            view = self._board.view(worker.slot)
+            self._ready.append(Outcome(chunk, [], crash_failure(chunk, view, exitcode, pid)))
+        self._replace(worker)
+
+    def _drain(self, worker: _Worker) -> bool:
+        """Read a reply a dead worker sent before it died; False when there is none."""
+        try:
+            if not worker.conn.poll():
+                return False
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            return False
+        self._ready.append(Outcome.from_reply(worker.held.popleft()[0], data))
+        return True
+
+    def _replace(self, worker: _Worker) -> None:
+        """Put a fresh worker in a dead (or killed) worker's slot; requeue its unstarted chunks."""
+        self._backlog.extendleft(reversed(worker.held))
+        worker.held.clear()
+        worker.conn.close()
+        worker.proc.join()
+        exitcode = worker.proc.exitcode
+        worker.proc.close()
+        self._respawns += 1
+        if self._respawns > 2 * self.workers + 2:
+            raise WorkerCrashedError("worker after worker", exitcode=exitcode)
+        fresh = self._spawn(worker.slot)
+        self._pool[self._pool.index(worker)] = fresh
+        if self._call is not None:
+            self._send(fresh, self._function)
+
+    # -- timeouts --------------------------------------------------------------------------------
+
+    def _poll_interval(self) -> float | None:
+        if self._call is None or self._call.timeout is None:
+            return None
+        return min(self._call.timeout, OVERRUN_POLL)
+
+    def _check_overruns(self) -> None:
+        if self._call is None or self._call.timeout is None or self._board is None:
+            return
+        timeout = self._call.timeout
+        for view in overdue(self._board, timeout):
+            worker = self._pool[view.slot]
+            if not worker.held or view.index not in worker.held[0][0]:
+                continue
+            worker.proc.kill()
+            chunk = worker.held.popleft()[0]
+            self._ready.append(Outcome(chunk, [], timeout_failure(view, timeout)))
+            self._replace(worker)

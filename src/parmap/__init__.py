@@ -20,11 +20,15 @@ from ._errors import TaskPicklingError as TaskPicklingError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TaskUnpicklingError as TaskUnpicklingError
 from ._errors import WorkerCrashedError as WorkerCrashedError
+from ._processes import run_processes as run_processes
+from ._queues import Channel as Channel
+from ._queues import queue_collect as queue_collect
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "Channel",
     "MapIterator",
     "MapOptions",
     "ParmapError",
@@ -40,4 +44,6 @@ __all__ = [
     "imap",
     "pmap",
     "pstarmap",
+    "queue_collect",
+    "run_processes",
 ]

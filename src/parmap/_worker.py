@@ -52,6 +52,7 @@ __all__ = [
     "process_main",
     "run_chunk",
     "run_chunk_with",
+    "run_items",
 ]
 
 #: A failure at an item: its index and the exception to raise for it.
@@ -161,6 +162,12 @@ def run_chunk(start: int, payload: bytes | memoryview) -> bytes:
         items = loads(payload)
     except BaseException as exc:
         return dumps(("error", start, ("task-unpickle", describe(exc)), [], _traceback(exc)))
+    return run_items(start, items)
+
+
+def run_items(start: int, items: Sequence[Any]) -> bytes:
+    """Run the installed function over items already here; return the pickled reply."""
+    board, base = _STATE.board, _STATE.base
     assert _STATE.fn is not None
     began = time.perf_counter()
     results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timed)

@@ -42,10 +42,19 @@ class FuturesBackend(WatchedPool):
         executor, self._executor = self._executor, None
         if executor is None:
             return
+        workers = {*self._processes_of(executor), *self._procs.values()}
         if abort:
-            for proc in self._processes_of(executor):
+            for proc in workers:
                 proc.kill()
         executor.shutdown(wait=True, cancel_futures=True)
+        # Without this, the result pipe and the workers' sentinels stay open until a garbage
+        # collection finds the executor.
+        result_queue = getattr(executor, "_result_queue", None)
+        if result_queue is not None:
+            result_queue.close()
+        for proc in workers:
+            proc.join()
+            proc.close()
 
     @staticmethod
     def _processes_of(executor: cf.ProcessPoolExecutor | None) -> list[BaseProcess]:

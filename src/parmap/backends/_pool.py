@@ -30,7 +30,7 @@ class PoolBackend(WatchedPool):
         self._pool = self._ctx.Pool(self.workers, pool_initializer, initargs)
 
     def _processes(self) -> Iterable[BaseProcess]:
-        return list(getattr(self._pool, "_pool", ()))
+        return list(getattr(self._pool, "_pool", None) or ())
 
     def _submit(self, chunk: Chunk) -> cf.Future[Any]:
         assert self._pool is not None
@@ -49,8 +49,18 @@ class PoolBackend(WatchedPool):
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        if abort:
-            pool.terminate()
-        else:
+        workers = {*getattr(pool, "_pool", ()), *self._procs.values()}
+        if not abort:
             pool.close()
+            pool.join()
+        # terminate() also runs the pool's finalizer now rather than at a garbage collection.
+        pool.terminate()
         pool.join()
+        # Without this, the pool's pipes and its workers' sentinels stay open until a garbage
+        # collection finds the pool (its threads hold references to it).
+        for name in ("_inqueue", "_outqueue", "_change_notifier"):
+            channel = getattr(pool, name, None)
+            if channel is not None:
+                channel.close()
+        for proc in workers:
+            proc.close()

@@ -1,0 +1,111 @@
+"""Fixtures shared by the suite: the backend matrix and the leak guard.
+
+Every test runs under pytest-timeout (pyproject sets the default) and under ``no_leaks``: a test
+fails if a child process, a thread or a file descriptor it started is still there afterwards.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+import parmap
+
+from .helpers import children, open_fds
+
+settings.register_profile("parmap", deadline=None, print_blob=True)
+settings.register_profile("ci", parent=settings.get_profile("parmap"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "parmap")
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One way to run a map: what to pass as ``backend=`` and ``start_method=``."""
+
+    name: str
+    start_method: str | None = None
+    processes: bool = True
+
+    def options(self, executor: cf.Executor | None = None) -> dict[str, Any]:
+        backend: Any = executor if executor is not None else self.name
+        out: dict[str, Any] = {"backend": backend}
+        if self.start_method is not None:
+            out["start_method"] = self.start_method
+        return out
+
+    def __str__(self) -> str:
+        return self.name if self.start_method is None else f"{self.name}-{self.start_method}"
+
+
+PROCESS_ENGINES = [Engine(n, m) for n in ("process", "pool", "futures") for m in START_METHODS]
+LOCAL_ENGINES = [
+    Engine("thread", processes=False),
+    Engine("serial", processes=False),
+    Engine("thread-executor", processes=False),
+]
+EXECUTOR_ENGINES = [Engine("process-executor")]
+ALL_ENGINES = PROCESS_ENGINES + LOCAL_ENGINES + EXECUTOR_ENGINES
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_multiprocessing() -> None:
+    """Start the forkserver and the resource tracker once, before any leak baseline.
+
+    Both are long-lived helpers that multiprocessing starts on first use and keeps for the life
+    of the process; they are not leaks of the test that happens to use them first.
+    """
+    for method in ("forkserver", "spawn"):
+        assert parmap.pmap(abs, [-1, -2], backend="process", start_method=method) == [1, 2]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a child process, a thread or a file descriptor behind."""
+    before_children = children()
+    before_threads = set(threading.enumerate())
+    before_fds = open_fds()
+    yield
+    left = children() - before_children
+    threads = [t for t in threading.enumerate() if t not in before_threads and t.is_alive()]
+    fds = open_fds() - before_fds
+    for pid in left:  # do not let one test's leak break the next
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    assert not left, f"child processes outlived the test: {sorted(left)}"
+    assert not threads, f"threads outlived the test: {threads}"
+    assert not fds, f"file descriptors outlived the test: {sorted(fds)}"
+
+
+@pytest.fixture(params=ALL_ENGINES, ids=str)
+def engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """``backend=``/``start_method=`` options for every way parmap can run a map."""
+    yield from _options(request.param)
+
+
+@pytest.fixture(params=PROCESS_ENGINES, ids=str)
+def process_engine(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The engines whose workers are processes parmap starts (faults apply to these)."""
+    yield from _options(request.param)
+
+
+def _options(engine: Engine) -> Iterator[dict[str, Any]]:
+    if engine.name == "thread-executor":
+        with cf.ThreadPoolExecutor(2) as executor:
+            yield engine.options(executor)
+    elif engine.name == "process-executor":
+        with cf.ProcessPoolExecutor(2) as pool:
+            yield engine.options(pool)
+    else:
+        yield engine.options()

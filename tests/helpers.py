@@ -1,0 +1,85 @@
+"""Process, thread and file-descriptor accounting for the tests, and waiting without sleeps."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def children(parent: int | None = None) -> set[int]:
+    """Pids whose parent is ``parent`` (default: this process), zombies included."""
+    parent = os.getpid() if parent is None else parent
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent:
+            found.add(int(entry))
+    return found
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Block until process ``pid`` ends (any process, not only a child); False on timeout."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable) or not alive(pid)
+    finally:
+        os.close(fd)
+
+
+class Lines:
+    """Read a child's stdout line by line with a time limit, without buffering surprises."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buffer = b""
+
+    def next(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            readable, _, _ = select.select([self.fd], [], [], max(0.0, left))
+            assert readable, f"no line from the child within {timeout}s (got {self.buffer!r})"
+            data = os.read(self.fd, 65536)
+            assert data, f"the child closed its output (got {self.buffer!r})"
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+def python_script(source: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``python -c source`` in a session of its own, its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", source, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        cwd=Path(__file__).parent.parent,
+    )

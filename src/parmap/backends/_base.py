@@ -136,7 +136,9 @@ def crash_failure(
     where = f"while it held {chunk.describe()}"
     if view is not None and view.index in chunk:
         index = view.index
-        where = f"while running item {index} (of {chunk.describe()})"
+        where = f"while running item {index}"
+        if len(chunk.items) > 1:
+            where += f" (of {chunk.describe()})"
     elif view is not None and view.index == RECEIVING:
         where = f"while unpickling {chunk.describe()}"
     elif view is not None and view.index == IDLE:
@@ -177,8 +179,11 @@ class FutureBackend(Backend):
         """Turn a finished future's value into an outcome: by default a pickled reply."""
         return Outcome.from_reply(chunk, value)
 
-    def _check(self) -> Failure | None:
-        """Look at the workers: a failure that breaks the call (a death, an overrun), if any."""
+    def _check(self, *, broken: bool = False) -> Failure | None:
+        """Look at the workers: a failure that breaks the call (a death, an overrun), if any.
+
+        ``broken``: the engine has said it broke, so no reply is still on its way.
+        """
         return None
 
     def _close(self, abort: bool) -> None:
@@ -195,29 +200,36 @@ class FutureBackend(Backend):
             self._failed.append(Outcome.failed(chunk, error.index or chunk.start, error))
             return
         self._pending[future] = chunk
+        self._submitted()
+
+    def _submitted(self) -> None:
+        """Called after each submission (an engine may start workers on demand)."""
 
     def wait(self) -> list[Outcome]:
         while not self._failed:
             if not self._pending:
                 raise RuntimeError("wait() with nothing submitted")  # pragma: no cover
             done, _ = cf.wait(self._pending, WATCH_INTERVAL, cf.FIRST_COMPLETED)
-            for future in done:
-                self._failed.append(self._finish(self._pending.pop(future), future))
             if self._fatal is None:
-                fatal = self._check()
-                if fatal is not None:
-                    self._fatal = fatal
-                    self._fail_holder(fatal)
+                # Before any chunk leaves _pending: a broken engine's dead worker is found by
+                # the chunk it held.
+                self._fatal = self._check(broken=any(self._broke(f) for f in done))
+                if self._fatal is not None:
+                    self._fail_holder(self._fatal)
+            for future in done:
+                if future in self._pending:
+                    self._failed.append(self._finish(self._pending.pop(future), future))
         outcomes, self._failed = self._failed, []
         return outcomes
+
+    def _broke(self, future: cf.Future[Any]) -> bool:
+        return not future.cancelled() and isinstance(future.exception(), self.broken)
 
     def _finish(self, chunk: Chunk, future: cf.Future[Any]) -> Outcome:
         exc = future.exception()
         if exc is None:
             return self._outcome(chunk, future.result())
         if isinstance(exc, self.broken):
-            if self._fatal is None:
-                self._fatal = self._check()
             if self._fatal is not None:
                 return Outcome(chunk, [], self._fatal)
             crash = WorkerCrashedError(

@@ -90,7 +90,7 @@ class ExecutorBackend(FutureBackend):
                 self._board.claim(slot, ident)
         return slot
 
-    def _check(self) -> Failure | None:
+    def _check(self, *, broken: bool = False) -> Failure | None:
         assert self._call is not None
         timeout = self._call.timeout
         if timeout is None or not self.local:

@@ -49,13 +49,14 @@ class PoolBackend(WatchedPool):
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        workers = {*getattr(pool, "_pool", ()), *self._procs.values()}
         if not abort:
             pool.close()
             pool.join()
         # terminate() also runs the pool's finalizer now rather than at a garbage collection.
         pool.terminate()
         pool.join()
+        # After the join: the pool may have started a replacement worker until then.
+        workers = {*getattr(pool, "_pool", ()), *self._procs.values()}
         # Without this, the pool's pipes and its workers' sentinels stay open until a garbage
         # collection finds the pool (its threads hold references to it).
         for name in ("_inqueue", "_outqueue", "_change_notifier"):

@@ -98,15 +98,17 @@ class ProcessBackend(Backend):
 
     def wait(self) -> list[Outcome]:
         while not self._ready:
-            busy = [w for w in self._pool if w.held]
-            handles: list[Any] = [w.conn for w in busy] + [w.proc.sentinel for w in self._pool]
-            ready = set(wait(handles, self._poll_interval()))
-            for worker in busy:
-                if worker.conn in ready:
-                    self._receive(worker)
-            for worker in list(self._pool):
-                if worker.proc.sentinel in ready:
-                    self._lost(worker)
+            # Map handles to workers before acting on any: replacing a dead worker can hand its
+            # closed sentinel's fd number to the new worker's sentinel.
+            conns = {w.conn: w for w in self._pool if w.held}
+            sentinels = {w.proc.sentinel: w for w in self._pool}
+            ready = wait([*conns, *sentinels], self._poll_interval())
+            for handle in ready:
+                if handle in conns:
+                    self._receive(conns[handle])
+            for handle in ready:
+                if handle in sentinels:
+                    self._lost(sentinels[handle])
             self._check_overruns()
             self._dispatch()
         outcomes, self._ready = self._ready, []
@@ -164,6 +166,8 @@ class ProcessBackend(Backend):
             self._send(worker, job[1])
 
     def _receive(self, worker: _Worker) -> None:
+        if worker not in self._pool:
+            return
         try:
             data = worker.conn.recv_bytes()
         except (EOFError, OSError):

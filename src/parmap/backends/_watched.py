@@ -12,17 +12,26 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from abc import abstractmethod
 from collections.abc import Iterable
+from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .._board import Board
+from .._board import IDLE, Board
 from .._worker import Failure
 from ._base import Call, FutureBackend, crash_failure, overdue, timeout_failure
 
 __all__ = ["WatchedPool"]
+
+#: A worker found dead after finishing a chunk gets this long for its reply to arrive.
+REPLY_GRACE = 0.5
+#: How long to wait for the engine's thread to record the exit code of a worker it reaped.
+REAP_RACE = 0.5
+#: After the engine says it broke, how long its workers get to be reaped.
+BROKEN_JOIN = 2.0
 
 
 class WatchedPool(FutureBackend):
@@ -48,20 +57,72 @@ class WatchedPool(FutureBackend):
         counter = self._ctx.Value("i", 0)
         timed = call.timeout is not None
         self._procs = {}
+        self._suspects: dict[int, float] = {}
         self._open((self._board, counter, call.fn_bytes, call.star, timed))
+        self._track()
 
-    def _check(self) -> Failure | None:
+    def _track(self) -> None:
+        """Keep every worker process the engine has shown us (it forgets the dead ones)."""
         for proc in self._processes():
             if proc.pid is not None:
                 self._procs.setdefault(proc.pid, proc)
-        dead = [p for p in self._procs.values() if p.exitcode not in (None, 0)]
-        # The engine may have killed the others (SIGTERM) on noticing the first death.
-        dead.sort(key=lambda p: p.exitcode == -signal.SIGTERM)
-        for proc in dead:
-            view = self._board.find_pid(proc.pid or 0)
-            for chunk in self._pending.values():
-                if view is not None and view.chunk == chunk.start:
-                    return crash_failure(chunk, view, proc.exitcode, proc.pid)
+
+    def _exitcode(self, pid: int) -> tuple[bool, int | None]:
+        """Whether worker ``pid`` is dead, and its exit code where known."""
+        proc = self._procs.get(pid)
+        if proc is not None:
+            deadline = time.monotonic() + REAP_RACE
+            while True:
+                code = proc.exitcode
+                if code is not None or not wait([proc.sentinel], 0):
+                    return code is not None, code
+                # Ended, but the engine's own thread won the race to reap it and is about to
+                # record the exit code in the Popen object we share with it.
+                if time.monotonic() > deadline:
+                    return True, None
+                time.sleep(0.005)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True, None
+        return False, None
+
+    def stop(self, *, abort: bool) -> None:
+        super().stop(abort=abort)
+        self._procs.clear()
+        # Workers the engine replaced are remembered by multiprocessing until its next clean-up,
+        # and their sentinels stay open until then: clean up now.
+        multiprocessing.active_children()
+
+    def _submitted(self) -> None:
+        self._track()
+
+    def _check(self, *, broken: bool = False) -> Failure | None:
+        self._track()
+        if broken:
+            # The engine is stopping its workers; once they are joined every exit code is known.
+            deadline = time.monotonic() + BROKEN_JOIN
+            for proc in self._procs.values():
+                proc.join(max(0.0, deadline - time.monotonic()))
+        pending = {chunk.start: chunk for chunk in self._pending.values()}
+        deaths = []
+        for view in self._board:
+            chunk = pending.get(view.chunk)
+            if not view.pid or chunk is None:
+                continue
+            dead, exitcode = self._exitcode(view.pid)
+            if not dead:
+                continue
+            if view.index == IDLE and not broken:
+                # Died after finishing the chunk: its reply may still be on its way to us.
+                first = self._suspects.setdefault(view.pid, time.monotonic())
+                if time.monotonic() - first < REPLY_GRACE:
+                    continue
+            deaths.append((exitcode == -signal.SIGTERM, view, chunk, exitcode))
+        if deaths:
+            # The engine may have killed the others (SIGTERM) on noticing the first death.
+            _, view, chunk, exitcode = min(deaths, key=lambda d: (d[0], d[1].chunk))
+            return crash_failure(chunk, view, exitcode, view.pid)
         assert self._call is not None
         timeout = self._call.timeout
         if timeout is not None:

@@ -16,6 +16,7 @@ joined before the call returns or raises.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, wait
@@ -41,11 +42,15 @@ Ts = TypeVarTuple("Ts")
 
 #: How long a child that exited with code 0 may take to deliver the reply it owes us.
 REPLY_GRACE = 2.0
+#: How long a child that reported may take to exit before it is killed.
+EXIT_GRACE = 5.0
 
 
-def child_reply(fn_bytes: bytes, index: int, payload: bytes, *extra: Any) -> bytes:
+def child_reply(
+    caller: int, fn_bytes: bytes, index: int, payload: bytes, *extra: Any
+) -> bytes:
     """In a child: run ``fn(*args, *extra)`` once, as a pool worker runs an item; the reply."""
-    become_worker()
+    become_worker(caller)
     install(fn_bytes, star=True, timed=False)
     if not extra:
         return run_chunk(index, payload)
@@ -56,8 +61,10 @@ def child_reply(fn_bytes: bytes, index: int, payload: bytes, *extra: Any) -> byt
     return run_items(index, [(*args, *extra)])
 
 
-def _process_child(conn: Connection, fn_bytes: bytes, index: int, payload: bytes) -> None:
-    conn.send_bytes(child_reply(fn_bytes, index, payload))
+def _process_child(
+    conn: Connection, caller: int, fn_bytes: bytes, index: int, payload: bytes
+) -> None:
+    conn.send_bytes(child_reply(caller, fn_bytes, index, payload))
     conn.close()
 
 
@@ -158,11 +165,14 @@ class Family:
         return self.results
 
     def close(self) -> None:
-        """Kill what is still running and join every child."""
-        for index, proc in enumerate(self.procs):
+        """Join every child: those that reported get a moment to exit, the rest are killed."""
+        deadline = time.monotonic() + EXIT_GRACE
+        for proc in self.procs:
             if proc is None:
                 continue
-            if proc.exitcode is None and not self.done[index]:
+            if self.failure is None:
+                proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
                 proc.kill()
             proc.join()
             proc.close()
@@ -214,7 +224,7 @@ def run_processes(
     try:
         for index, payload in enumerate(payloads):
             ours, theirs = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_process_child, args=(theirs, fn_bytes, index, payload),
+            proc = ctx.Process(target=_process_child, args=(theirs, os.getpid(), fn_bytes, index, payload),
                                name=f"parmap-child-{index}")
             family.start(index, proc)
             theirs.close()

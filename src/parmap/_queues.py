@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.queues
+import os
 import queue
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, wait
@@ -73,8 +74,8 @@ class _PipeEnd(Generic[T]):
         self._conn.close()
 
 
-def _producer_child(end: Any, fn_bytes: bytes, index: int, payload: bytes) -> None:
-    end.finish(child_reply(fn_bytes, index, payload, end))
+def _producer_child(end: Any, caller: int, fn_bytes: bytes, index: int, payload: bytes) -> None:
+    end.finish(child_reply(caller, fn_bytes, index, payload, end))
 
 
 def queue_collect(
@@ -117,7 +118,7 @@ def queue_collect(
                 ours, theirs = ctx.Pipe(duplex=False)
                 conns[ours] = index
                 end = _PipeEnd(theirs)
-            proc = ctx.Process(target=_producer_child, args=(end, fn_bytes, index, payload),
+            proc = ctx.Process(target=_producer_child, args=(end, os.getpid(), fn_bytes, index, payload),
                                name=f"parmap-producer-{index}")
             family.start(index, proc)
             if shared is None:

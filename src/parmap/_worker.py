@@ -16,13 +16,14 @@ The per-item loop does nothing but call the function, append the result and stor
 the progress board (two when ``timeout=`` is set): no lock, no message, no clock unless needed.
 The function runs until the chunk ends or the first exception, as a ``for`` loop would.
 
-Every worker process also runs :func:`watch_parent`: if the caller dies (even by SIGKILL), the
+Every worker process also runs :func:`watch_caller`: if the caller dies (even by SIGKILL), the
 worker notices within a quarter of a second and exits instead of lingering as an orphan.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import struct
 import threading
@@ -260,22 +261,45 @@ def _serialization_error(phase: str, what: str, *, index: int, items: str) -> Se
 # -- worker process set-up -----------------------------------------------------------------------
 
 
-def watch_parent() -> None:
-    """Exit this process soon after its parent dies (even by SIGKILL)."""
-    parent = os.getppid()
+def watch_caller(caller: int) -> None:
+    """Exit this process soon after the caller dies (even by SIGKILL).
+
+    The caller is not always the parent: under ``forkserver`` the parent is the fork server,
+    which outlives the caller for as long as its children hold its pipe. A pidfd (Linux 5.3+)
+    wakes the watching thread the moment the caller ends; elsewhere it polls.
+    """
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_POLL_SECONDS)
+        try:
+            fd = os.pidfd_open(caller)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:  # pragma: no cover - kernels without pidfd
+            while _exists(caller):
+                time.sleep(ORPHAN_POLL_SECONDS)
         os._exit(1)
 
     threading.Thread(target=watch, name="parmap-orphan-watch", daemon=True).start()
 
 
-def become_worker() -> None:
+def _exists(pid: int) -> bool:  # pragma: no cover - kernels without pidfd
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def become_worker(caller: int) -> None:
     """Ctrl-C is the caller's to handle: a terminal sends SIGINT to the whole process group."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch_parent()
+    watch_caller(caller)
 
 
 def attach_board(board: Board | None, slot: int | None) -> None:
@@ -286,9 +310,11 @@ def attach_board(board: Board | None, slot: int | None) -> None:
     _STATE.board, _STATE.base = board.cells, Board.base(slot)
 
 
-def pool_initializer(board: Board, counter: Any, fn_bytes: bytes, star: bool, timed: bool) -> None:
+def pool_initializer(
+    caller: int, board: Board, counter: Any, fn_bytes: bytes, star: bool, timed: bool
+) -> None:
     """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers."""
-    become_worker()
+    become_worker(caller)
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
@@ -296,9 +322,9 @@ def pool_initializer(board: Board, counter: Any, fn_bytes: bytes, star: bool, ti
     install(fn_bytes, star, timed)
 
 
-def process_main(conn: Connection, board: Board, slot: int) -> None:
+def process_main(conn: Connection, caller: int, board: Board, slot: int) -> None:
     """The loop of a ``"process"`` backend worker: one pipe in, one pipe out, until told to quit."""
-    become_worker()
+    become_worker(caller)
     attach_board(board, slot)
     while True:
         try:

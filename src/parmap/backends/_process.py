@@ -28,6 +28,7 @@ writing a large result that the caller, stuck in that write, never reads: a dead
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -141,7 +142,8 @@ class ProcessBackend(Backend):
     def _spawn(self, slot: int) -> _Worker:
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=process_main, args=(theirs, self._board, slot), name=f"parmap-worker-{slot}"
+            target=process_main,
+            args=(theirs, os.getpid(), self._board, slot), name=f"parmap-worker-{slot}"
         )
         proc.start()
         theirs.close()

@@ -58,7 +58,7 @@ class WatchedPool(FutureBackend):
         timed = call.timeout is not None
         self._procs = {}
         self._suspects: dict[int, float] = {}
-        self._open((self._board, counter, call.fn_bytes, call.star, timed))
+        self._open((os.getpid(), self._board, counter, call.fn_bytes, call.star, timed))
         self._track()
 
     def _track(self) -> None:

@@ -1,0 +1,160 @@
+"""run_processes and queue_collect: the tutorial's Process and Queue programs, made safe."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from parmap import (
+    Channel,
+    TaskExitError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    queue_collect,
+    run_processes,
+)
+
+from .conftest import START_METHODS
+
+CHANNELS = ["queue", "pipe", "manager"]
+
+
+def square_after(n: int, seconds: float) -> int:
+    time.sleep(seconds)  # the work: a stand-in for something slow
+    return n * n
+
+
+def fail_at(n: int) -> int:
+    if n in (1, 3):
+        raise LookupError(f"child {n}")
+    return n
+
+
+def die_at(n: int) -> int:
+    if n == 1:
+        os._exit(7)
+    return n
+
+
+def block(n: int) -> int:
+    threading.Event().wait()
+    return n
+
+
+def square_numbers(numbers: list[int], q: Channel[int]) -> None:
+    for n in numbers:
+        q.put(n * n)
+
+
+def put_big(count: int, size: int, q: Channel[bytes]) -> None:
+    for i in range(count):
+        q.put(bytes([i]) * size)
+
+
+def put_then_raise(n: int, q: Channel[int]) -> None:
+    q.put(n)
+    if n == 2:
+        raise ValueError("producer 2 failed")
+
+
+def put_then_die(n: int, q: Channel[int]) -> None:
+    q.put(n)
+    if n == 1:
+        os._exit(9)
+
+
+def put_then_exit_zero(n: int, q: Channel[int]) -> None:
+    q.put(n)
+    os._exit(0)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_run_processes_returns_values_in_order_and_runs_them_together(start_method: str) -> None:
+    began = time.monotonic()
+    assert run_processes(square_after, [(n, 1.0) for n in range(4)],
+                         start_method=start_method) == [0, 1, 4, 9]
+    # Four one-second children on two cores: together, not one after another (4 s).
+    assert time.monotonic() - began < 3.5
+
+
+def test_run_processes_raises_the_first_failure_with_its_type() -> None:
+    with pytest.raises(LookupError, match="child 1") as info:
+        run_processes(fail_at, [(n,) for n in range(5)])
+    assert "child 1" in str(info.value.__cause__)  # the child's traceback
+
+
+def test_run_processes_reports_a_dead_child() -> None:
+    with pytest.raises(WorkerCrashedError, match=r"child 1 \(pid \d+\) died with exit code 7") as info:
+        run_processes(die_at, [(n,) for n in range(3)])
+    assert info.value.exitcode == 7 and info.value.index == 1
+
+
+def test_run_processes_sys_exit_is_reported() -> None:
+    import sys
+
+    with pytest.raises(TaskExitError, match=r"called sys.exit\(2\)"):
+        run_processes(sys.exit, [(2,)])
+
+
+def test_run_processes_timeout_kills_the_children() -> None:
+    with pytest.raises(TaskTimeoutError, match=r"child 0 ran longer than timeout=0.5s"):
+        run_processes(block, [(0,), (1,)], timeout=0.5)
+
+
+def test_run_processes_large_return_values() -> None:
+    out = run_processes(bytes, [(10_000_000,), (5,)])
+    assert [len(b) for b in out] == [10_000_000, 5]
+
+
+def test_run_processes_lambda_target() -> None:
+    assert run_processes(lambda a, b: a + b, [(1, 2), (3, 4)]) == [3, 7]
+
+
+def test_run_processes_empty() -> None:
+    assert run_processes(abs, []) == []
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_queue_collect_tutorial(channel: str, start_method: str) -> None:
+    out = queue_collect(square_numbers, [([1, 2, 3],), ([4, 5],), ([],), ([6],)],
+                        channel=channel, start_method=start_method)
+    assert out == [1, 4, 9, 16, 25, 36]
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_queue_collect_multi_megabyte_items_do_not_deadlock(channel: str) -> None:
+    out = queue_collect(put_big, [(3, 4_000_000), (2, 4_000_000)], channel=channel)
+    assert [len(b) for b in out] == [4_000_000] * 5
+    assert [b[0] for b in out] == [0, 1, 2, 0, 1]
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_queue_collect_producer_exception(channel: str) -> None:
+    with pytest.raises(ValueError, match="producer 2 failed"):
+        queue_collect(put_then_raise, [(n,) for n in range(4)], channel=channel)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_queue_collect_producer_death(channel: str) -> None:
+    with pytest.raises(WorkerCrashedError, match="child 1 .* died with exit code 9"):
+        queue_collect(put_then_die, [(n,) for n in range(3)], channel=channel)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_queue_collect_silent_exit_is_not_a_hang(channel: str) -> None:
+    with pytest.raises(WorkerCrashedError, match="exited without reporting"):
+        queue_collect(put_then_exit_zero, [(1,)], channel=channel)
+
+
+def test_queue_collect_timeout() -> None:
+    def forever(q: Any) -> None:
+        q.put(1)
+        threading.Event().wait()
+
+    with pytest.raises(TaskTimeoutError):
+        queue_collect(forever, [(), ()], timeout=0.5)

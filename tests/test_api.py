@@ -6,7 +6,7 @@ import functools
 import itertools
 import operator
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -69,7 +69,8 @@ def test_closure_works(engine: dict[str, Any]) -> None:
 
 
 def test_lambdas_as_items_work(engine: dict[str, Any]) -> None:
-    assert pmap(lambda f: f(), [lambda: 1, lambda: 2], **engine) == [1, 2]
+    makers: list[Callable[[], int]] = [lambda: 1, lambda: 2]
+    assert pmap(lambda f: f(), makers, **engine) == [1, 2]
 
 
 def test_empty_input(engine: dict[str, Any]) -> None:
@@ -78,9 +79,7 @@ def test_empty_input(engine: dict[str, Any]) -> None:
 
 
 def test_generator_input(engine: dict[str, Any]) -> None:
-    assert pmap(square, (x for x in range(30)), chunksize=4, **engine) == [
-        x * x for x in range(30)
-    ]
+    assert pmap(square, (x for x in range(30)), chunksize=4, **engine) == [x * x for x in range(30)]
 
 
 def test_first_exception_is_the_loops(engine: dict[str, Any]) -> None:
@@ -108,10 +107,9 @@ def test_exception_from_the_input_iterator(engine: dict[str, Any]) -> None:
 
 def test_imap_ordered_yields_up_to_the_failure(engine: dict[str, Any]) -> None:
     it = imap(fail_at({6}), range(20), chunksize=4, **engine)
-    got = []
+    got = [next(it) for _ in range(6)]
     with pytest.raises(KeyError):
-        for value in it:
-            got.append(value)
+        next(it)
     assert got == list(range(6))
 
 
@@ -132,7 +130,7 @@ def test_imap_reads_input_lazily(engine: dict[str, Any]) -> None:
         first = list(itertools.islice(it, 5))
     assert first == [0, 1, 4, 9, 16]
     read = next(consumed)
-    workers = 2 if "workers" not in engine else engine["workers"]
+    workers = engine.get("workers", 2)
     assert read <= 5 + 4 * max(workers, 2) * 2 + 2, f"read {read} items ahead"
 
 

@@ -51,65 +51,165 @@ class Fault:
 
 CATALOGUE = [
     # the task direction: pickled in the caller ...
-    Fault("item raises when pickled", faults.identity, [1, FailsToPickle("raise"), 3],
-          TaskPicklingError, r"item 1 could not be pickled: ValueError"),
-    Fault("item calls sys.exit when pickled", faults.identity, [1, FailsToPickle("sys.exit")],
-          TaskPicklingError, r"item 1 could not be pickled: SystemExit"),
+    Fault(
+        "item raises when pickled",
+        faults.identity,
+        [1, FailsToPickle("raise"), 3],
+        TaskPicklingError,
+        r"item 1 could not be pickled: ValueError",
+    ),
+    Fault(
+        "item calls sys.exit when pickled",
+        faults.identity,
+        [1, FailsToPickle("sys.exit")],
+        TaskPicklingError,
+        r"item 1 could not be pickled: SystemExit",
+    ),
     # ... and unpickled in the worker
-    Fault("item raises when unpickled", faults.identity, [FailsToUnpickle("raise")],
-          TaskUnpicklingError, r"item 0 could not be unpickled in the worker: ValueError"),
-    Fault("item calls sys.exit when unpickled", faults.identity, [FailsToUnpickle("sys.exit")],
-          TaskUnpicklingError, r"item 0 could not be unpickled in the worker: SystemExit"),
-    Fault("item calls os._exit when unpickled", faults.identity, [FailsToUnpickle("os._exit")],
-          WorkerCrashedError, r"while unpickling item 0 died with exit code 5"),
-    Fault("item segfaults when unpickled", faults.identity, [FailsToUnpickle("segfault")],
-          WorkerCrashedError, r"while unpickling item 0 died with signal SIGSEGV \(-11\)"),
+    Fault(
+        "item raises when unpickled",
+        faults.identity,
+        [FailsToUnpickle("raise")],
+        TaskUnpicklingError,
+        r"item 0 could not be unpickled in the worker: ValueError",
+    ),
+    Fault(
+        "item calls sys.exit when unpickled",
+        faults.identity,
+        [FailsToUnpickle("sys.exit")],
+        TaskUnpicklingError,
+        r"item 0 could not be unpickled in the worker: SystemExit",
+    ),
+    Fault(
+        "item calls os._exit when unpickled",
+        faults.identity,
+        [FailsToUnpickle("os._exit")],
+        WorkerCrashedError,
+        r"while unpickling item 0 died with exit code 5",
+    ),
+    Fault(
+        "item segfaults when unpickled",
+        faults.identity,
+        [FailsToUnpickle("segfault")],
+        WorkerCrashedError,
+        r"while unpickling item 0 died with signal SIGSEGV \(-11\)",
+    ),
     # the result direction: pickled in the worker ...
-    Fault("result raises when pickled", faults.return_fails_to_pickle, ["raise"],
-          ResultPicklingError, r"the result of item 0 could not be pickled: ValueError"),
-    Fault("result calls sys.exit when pickled", faults.return_fails_to_pickle, ["sys.exit"],
-          ResultPicklingError, r"the result of item 0 could not be pickled: SystemExit"),
-    Fault("result calls os._exit when pickled", faults.return_fails_to_pickle, ["os._exit"],
-          WorkerCrashedError, r"while returning the results of item 0 died with exit code 5"),
-    Fault("result segfaults when pickled", faults.return_fails_to_pickle, ["segfault"],
-          WorkerCrashedError, r"while returning the results of item 0 died with signal SIGSEGV"),
+    Fault(
+        "result raises when pickled",
+        faults.return_fails_to_pickle,
+        ["raise"],
+        ResultPicklingError,
+        r"the result of item 0 could not be pickled: ValueError",
+    ),
+    Fault(
+        "result calls sys.exit when pickled",
+        faults.return_fails_to_pickle,
+        ["sys.exit"],
+        ResultPicklingError,
+        r"the result of item 0 could not be pickled: SystemExit",
+    ),
+    Fault(
+        "result calls os._exit when pickled",
+        faults.return_fails_to_pickle,
+        ["os._exit"],
+        WorkerCrashedError,
+        r"while returning the results of item 0 died with exit code 5",
+    ),
+    Fault(
+        "result segfaults when pickled",
+        faults.return_fails_to_pickle,
+        ["segfault"],
+        WorkerCrashedError,
+        r"while returning the results of item 0 died with signal SIGSEGV",
+    ),
     # ... and unpickled in the caller
-    Fault("result raises when unpickled", faults.return_fails_to_unpickle, ["raise"],
-          ResultUnpicklingError, r"results of item 0 could not be unpickled: ValueError"),
-    Fault("result calls sys.exit when unpickled", faults.return_fails_to_unpickle, ["sys.exit"],
-          ResultUnpicklingError, r"results of item 0 could not be unpickled: SystemExit"),
+    Fault(
+        "result raises when unpickled",
+        faults.return_fails_to_unpickle,
+        ["raise"],
+        ResultUnpicklingError,
+        r"results of item 0 could not be unpickled: ValueError",
+    ),
+    Fault(
+        "result calls sys.exit when unpickled",
+        faults.return_fails_to_unpickle,
+        ["sys.exit"],
+        ResultUnpicklingError,
+        r"results of item 0 could not be unpickled: SystemExit",
+    ),
     # exceptions that cannot make the trip
-    Fault("exception cannot be pickled", faults.raise_unpicklable, [0], ResultPicklingError,
-          r"the exception UnpicklableError: has a lock raised by item 0 could not be pickled"),
-    Fault("exception cannot be rebuilt", faults.raise_unreconstructable, [0],
-          ResultUnpicklingError, r"the exception raised by item 0 could not be unpickled"),
+    Fault(
+        "exception cannot be pickled",
+        faults.raise_unpicklable,
+        [0],
+        ResultPicklingError,
+        r"the exception UnpicklableError: has a lock raised by item 0 could not be pickled",
+    ),
+    Fault(
+        "exception cannot be rebuilt",
+        faults.raise_unreconstructable,
+        [0],
+        ResultUnpicklingError,
+        r"the exception raised by item 0 could not be unpickled",
+    ),
     # the function itself
-    Fault("function calls sys.exit", faults.call_sys_exit, range(5), TaskExitError,
-          r"item 2 called sys.exit\(4\)"),
-    Fault("function calls os._exit", faults.call_os_exit, range(5), WorkerCrashedError,
-          r"while running item 2 died with exit code 3"),
-    Fault("function segfaults", faults.segfault_at, range(5), WorkerCrashedError,
-          r"while running item 2 died with signal SIGSEGV \(-11\)"),
-    Fault("function is killed by SIGKILL", faults.kill_self_at, range(5), WorkerCrashedError,
-          r"while running item 2 died with signal SIGKILL \(-9\)"),
+    Fault(
+        "function calls sys.exit",
+        faults.call_sys_exit,
+        range(5),
+        TaskExitError,
+        r"item 2 called sys.exit\(4\)",
+    ),
+    Fault(
+        "function calls os._exit",
+        faults.call_os_exit,
+        range(5),
+        WorkerCrashedError,
+        r"while running item 2 died with exit code 3",
+    ),
+    Fault(
+        "function segfaults",
+        faults.segfault_at,
+        range(5),
+        WorkerCrashedError,
+        r"while running item 2 died with signal SIGSEGV \(-11\)",
+    ),
+    Fault(
+        "function is killed by SIGKILL",
+        faults.kill_self_at,
+        range(5),
+        WorkerCrashedError,
+        r"while running item 2 died with signal SIGKILL \(-9\)",
+    ),
 ]
 
-ENGINES = [("process", "fork"), ("pool", "fork"), ("futures", "fork"),
-           ("process", "spawn"), ("process", "forkserver")]
+ENGINES = [
+    ("process", "fork"),
+    ("pool", "fork"),
+    ("futures", "fork"),
+    ("process", "spawn"),
+    ("process", "forkserver"),
+]
 
 
 @pytest.mark.parametrize("fault", CATALOGUE, ids=str)
 @pytest.mark.parametrize(("backend", "start_method"), ENGINES, ids=["-".join(e) for e in ENGINES])
 def test_fault(fault: Fault, backend: str, start_method: str) -> None:
-    options: dict[str, Any] = {"backend": backend, "start_method": start_method,
-                               "workers": 2, "chunksize": 1}
+    options: dict[str, Any] = {
+        "backend": backend,
+        "start_method": start_method,
+        "workers": 2,
+        "chunksize": 1,
+    }
     began = time.monotonic()
     with pytest.raises(fault.error, match=fault.message) as info:
         pmap(fault.fn, fault.items, **options)
     assert time.monotonic() - began < BOUND
     assert isinstance(info.value, parmap.ParmapError)
     if isinstance(info.value, WorkerCrashedError):
-        assert info.value.exitcode is not None and info.value.exitcode != 0
+        assert info.value.exitcode is not None
+        assert info.value.exitcode != 0
         assert info.value.index is not None
     assert pmap(abs, [-1, -2], **options) == [1, 2]
 
@@ -128,8 +228,13 @@ def test_worker_killed_from_outside(backend: str) -> None:
 
     def run() -> None:
         try:
-            pmap(functools.partial(_report_then_block, write_end), [7], backend=backend,
-                 workers=1, start_method="fork")
+            pmap(
+                functools.partial(_report_then_block, write_end),
+                [7],
+                backend=backend,
+                workers=1,
+                start_method="fork",
+            )
         except BaseException as exc:
             raised.append(exc)
 
@@ -147,9 +252,12 @@ def test_worker_killed_from_outside(backend: str) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
-    assert len(raised) == 1 and isinstance(raised[0], WorkerCrashedError), raised
-    assert raised[0].exitcode == -signal.SIGKILL and raised[0].index == 0
-    assert f"pid {pid}" in str(raised[0]) and "SIGKILL" in str(raised[0])
+    assert len(raised) == 1, raised
+    assert isinstance(raised[0], WorkerCrashedError), raised
+    assert raised[0].exitcode == -signal.SIGKILL
+    assert raised[0].index == 0
+    assert f"pid {pid}" in str(raised[0])
+    assert "SIGKILL" in str(raised[0])
     assert pmap(abs, [-3], backend=backend, workers=1) == [3]
 
 
@@ -163,8 +271,14 @@ def _block_at(x: int) -> int:
 def test_item_that_never_returns_times_out(backend: str, start_method: str) -> None:
     began = time.monotonic()
     with pytest.raises(TaskTimeoutError, match=r"item 3 ran longer than timeout=0.5s") as info:
-        pmap(_block_at, range(6), backend=backend, start_method=start_method, timeout=0.5,
-             chunksize=2)
+        pmap(
+            _block_at,
+            range(6),
+            backend=backend,
+            start_method=start_method,
+            timeout=0.5,
+            chunksize=2,
+        )
     assert info.value.index == 3
     assert time.monotonic() - began < BOUND
     assert pmap(abs, [-1], backend=backend, start_method=start_method, timeout=5) == [1]

@@ -75,8 +75,12 @@ def put_then_exit_zero(n: int, q: Channel[int]) -> None:
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_run_processes_returns_values_in_order_and_runs_them_together(start_method: str) -> None:
     began = time.monotonic()
-    assert run_processes(square_after, [(n, 1.0) for n in range(4)],
-                         start_method=start_method) == [0, 1, 4, 9]
+    assert run_processes(square_after, [(n, 1.0) for n in range(4)], start_method=start_method) == [
+        0,
+        1,
+        4,
+        9,
+    ]
     # Four one-second children on two cores: together, not one after another (4 s).
     assert time.monotonic() - began < 3.5
 
@@ -88,9 +92,11 @@ def test_run_processes_raises_the_first_failure_with_its_type() -> None:
 
 
 def test_run_processes_reports_a_dead_child() -> None:
-    with pytest.raises(WorkerCrashedError, match=r"child 1 \(pid \d+\) died with exit code 7") as info:
+    message = r"child 1 \(pid \d+\) died with exit code 7"
+    with pytest.raises(WorkerCrashedError, match=message) as info:
         run_processes(die_at, [(n,) for n in range(3)])
-    assert info.value.exitcode == 7 and info.value.index == 1
+    assert info.value.exitcode == 7
+    assert info.value.index == 1
 
 
 def test_run_processes_sys_exit_is_reported() -> None:
@@ -121,8 +127,12 @@ def test_run_processes_empty() -> None:
 @pytest.mark.parametrize("channel", CHANNELS)
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_queue_collect_tutorial(channel: str, start_method: str) -> None:
-    out = queue_collect(square_numbers, [([1, 2, 3],), ([4, 5],), ([],), ([6],)],
-                        channel=channel, start_method=start_method)
+    out = queue_collect(
+        square_numbers,
+        [([1, 2, 3],), ([4, 5],), ([],), ([6],)],
+        channel=channel,
+        start_method=start_method,
+    )
     assert out == [1, 4, 9, 16, 25, 36]
 
 
@@ -141,7 +151,7 @@ def test_queue_collect_producer_exception(channel: str) -> None:
 
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_queue_collect_producer_death(channel: str) -> None:
-    with pytest.raises(WorkerCrashedError, match="child 1 .* died with exit code 9"):
+    with pytest.raises(WorkerCrashedError, match=r"child 1 .* died with exit code 9"):
         queue_collect(put_then_die, [(n,) for n in range(3)], channel=channel)
 
 

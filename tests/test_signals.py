@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,13 @@ import pytest
 from .helpers import Lines, wait_gone
 
 SCRIPT = Path(__file__).parent / "scripts" / "busy_map.py"
-ENGINES = [("process", "fork"), ("process", "spawn"), ("pool", "fork"), ("futures", "fork"),
-           ("process", "forkserver")]
+ENGINES = [
+    ("process", "fork"),
+    ("process", "spawn"),
+    ("pool", "fork"),
+    ("futures", "fork"),
+    ("process", "forkserver"),
+]
 IDS = ["-".join(e) for e in ENGINES]
 BOUND = 3.0  # "within a couple of seconds"
 
@@ -29,16 +34,16 @@ def busy_caller(
     """A caller mapping slow items, and the pids of its two busy workers; killed at the end."""
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), backend, start_method],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         lines = Lines(proc)
         yield proc, [int(lines.next(30).split()[1]) for _ in range(2)]
     finally:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.communicate()
 
 

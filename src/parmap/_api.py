@@ -167,9 +167,7 @@ def _prepare(
     check_callable(api, fn)
     if not iterables:
         raise TypeError(f"{api}(): needs at least one iterable after the function")
-    sources = [
-        check_iterable(api, it, f"argument {n + 2}") for n, it in enumerate(iterables)
-    ]
+    sources = [check_iterable(api, it, f"argument {n + 2}") for n, it in enumerate(iterables)]
     check_positive_int(api, "workers", workers)
     check_positive_int(api, "chunksize", chunksize)
     check_timeout(api, timeout)
@@ -181,7 +179,7 @@ def _prepare(
     call = Call(fn, star, timeout)
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
-    items = sources[0] if len(sources) == 1 else zip(*sources)
+    items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     return _Plan(chosen, call, items, ChunkSizer(chosen.workers, total, chunksize))
 
 
@@ -292,9 +290,7 @@ class MapIterator(Iterator[R], Generic[R]):
 
 
 @overload
-def pmap(
-    fn: Callable[[T1], R], it1: Iterable[T1], /, **options: Unpack[MapOptions]
-) -> list[R]: ...
+def pmap(fn: Callable[[T1], R], it1: Iterable[T1], /, **options: Unpack[MapOptions]) -> list[R]: ...
 @overload
 def pmap(
     fn: Callable[[T1, T2], R],

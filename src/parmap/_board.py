@@ -1,10 +1,10 @@
 """The progress board: one slot per worker, written by the worker, read by the caller.
 
 A slot holds four numbers: the worker's pid, the start of the chunk it holds, the index of the
-item it is running, and when it started that item. The worker writes them with plain stores into shared memory (no lock, no
-message, about 0.1 us an item), so the caller can say which item a dead worker held and which item
-has overrun ``timeout=`` without asking the worker anything. For the thread backend the same
-layout lives in a plain list.
+item it is running, and when it started that item. The worker writes them with plain stores
+into shared memory (no lock, no message, about 0.1 us an item), so the caller can say which item
+a dead worker held and which item has overrun ``timeout=`` without asking the worker anything.
+For the thread backend the same layout lives in a plain list.
 
 The index is a phase when negative: ``IDLE`` (between chunks or returning results) or
 ``RECEIVING`` (unpickling a chunk).

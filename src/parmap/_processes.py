@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection, wait
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
@@ -46,9 +45,7 @@ REPLY_GRACE = 2.0
 EXIT_GRACE = 5.0
 
 
-def child_reply(
-    caller: int, fn_bytes: bytes, index: int, payload: bytes, *extra: Any
-) -> bytes:
+def child_reply(caller: int, fn_bytes: bytes, index: int, payload: bytes, *extra: Any) -> bytes:
     """In a child: run ``fn(*args, *extra)`` once, as a pool worker runs an item; the reply."""
     become_worker(caller)
     install(fn_bytes, star=True, timed=False)
@@ -152,8 +149,12 @@ class Family:
             if left <= 0:
                 index = self.waiting()[0]
                 assert self.timeout is not None
-                self.fail(index, TaskTimeoutError(f"{self.api}() child {index}",
-                                                  timeout=self.timeout, index=index))
+                self.fail(
+                    index,
+                    TaskTimeoutError(
+                        f"{self.api}() child {index}", timeout=self.timeout, index=index
+                    ),
+                )
                 return 0.0
             waits.append(left)
         return min(waits) if waits else None
@@ -184,8 +185,8 @@ def prepare_children(
     args_list: Iterable[tuple[Any, ...]],
     timeout: float | None,
     start_method: str | None,
-) -> tuple[BaseContext, bytes, list[bytes]]:
-    """Validate and pickle everything before any child starts."""
+) -> tuple[Any, bytes, list[bytes]]:
+    """Validate and pickle everything before any child starts; the context to start them."""
     check_callable(api, target, "target")
     check_timeout(api, timeout)
     check_start_method(api, start_method)
@@ -194,8 +195,9 @@ def prepare_children(
         if not isinstance(item, tuple):
             raise TypeError(f"{api}(): args_list[{n}] must be a tuple, got {type(item).__name__}")
     fn_bytes = dumps_callable(target, TaskPicklingError)
-    payloads = [dumps_items([a], n, "the arguments of child", TaskPicklingError)
-                for n, a in enumerate(args)]
+    payloads = [
+        dumps_items([a], n, "the arguments of child", TaskPicklingError) for n, a in enumerate(args)
+    ]
     return multiprocessing.get_context(start_method), fn_bytes, payloads
 
 
@@ -224,8 +226,11 @@ def run_processes(
     try:
         for index, payload in enumerate(payloads):
             ours, theirs = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_process_child, args=(theirs, os.getpid(), fn_bytes, index, payload),
-                               name=f"parmap-child-{index}")
+            proc = ctx.Process(
+                target=_process_child,
+                args=(theirs, os.getpid(), fn_bytes, index, payload),
+                name=f"parmap-child-{index}",
+            )
             family.start(index, proc)
             theirs.close()
             conns[ours] = index

@@ -118,8 +118,11 @@ def queue_collect(
                 ours, theirs = ctx.Pipe(duplex=False)
                 conns[ours] = index
                 end = _PipeEnd(theirs)
-            proc = ctx.Process(target=_producer_child, args=(end, os.getpid(), fn_bytes, index, payload),
-                               name=f"parmap-producer-{index}")
+            proc = ctx.Process(
+                target=_producer_child,
+                args=(end, os.getpid(), fn_bytes, index, payload),
+                name=f"parmap-producer-{index}",
+            )
             family.start(index, proc)
             if shared is None:
                 theirs.close()

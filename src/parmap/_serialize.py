@@ -39,7 +39,8 @@ def dumps(obj: object) -> bytes:
     try:
         return pickle.dumps(obj, PROTOCOL)
     except _FAILURES:
-        return cloudpickle.dumps(obj, PROTOCOL)
+        data: bytes = cloudpickle.dumps(obj, PROTOCOL)
+        return data
 
 
 loads = pickle.loads
@@ -48,9 +49,10 @@ loads = pickle.loads
 def dumps_callable(fn: Callable[..., object], error: type[SerializationError]) -> bytes:
     """Pickle the function with cloudpickle, once per call."""
     try:
-        return cloudpickle.dumps(fn, PROTOCOL)
+        data: bytes = cloudpickle.dumps(fn, PROTOCOL)
     except _FAILURES as exc:
         raise error(f"the function {fn!r} could not be pickled: {describe(exc)}") from exc
+    return data
 
 
 def dumps_items(

@@ -179,6 +179,7 @@ def run_items(start: int, items: Sequence[Any]) -> bytes:
             return _unpicklable_result(results, start)
     index = start + len(results)
     tb = _traceback(exc)
+    detail: object
     if isinstance(exc, SystemExit):
         code = exc.code if isinstance(exc.code, (int, str, type(None))) else repr(exc.code)
         kind, detail = "exit", code
@@ -205,9 +206,7 @@ def _unpicklable_result(results: list[Any], start: int) -> bytes:
     raise AssertionError("unreachable: the results pickled on their own")  # pragma: no cover
 
 
-def run_chunk_with(
-    key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes
-) -> bytes:
+def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes) -> bytes:
     """:func:`run_chunk` for executors parmap did not start: installs the function on first use."""
     if _STATE.key != key:
         install(fn_bytes, star, timed=False)

@@ -44,8 +44,8 @@ def create(name: str, workers: int, start_method: str | None) -> Backend:
     except ImportError as exc:
         extra = entry.extra or name
         raise BackendUnavailableError(
-            f"the {name!r} backend needs an optional dependency: pip install 'parmap-typed[{extra}]'"
-            f" ({exc})"
+            f"the {name!r} backend needs an optional dependency: "
+            f"pip install 'parmap-typed[{extra}]' ({exc})"
         ) from exc
     cls = getattr(module, entry.cls)
     backend: Backend = cls(workers, start_method) if entry.processes else cls(workers)

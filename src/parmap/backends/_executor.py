@@ -48,7 +48,8 @@ class ExecutorBackend(FutureBackend):
         self._slots = {}
 
     def _submit(self, chunk: Chunk) -> cf.Future[Any]:
-        assert self.executor is not None and self._call is not None
+        assert self.executor is not None
+        assert self._call is not None
         if self.local:
             return self.executor.submit(self._run_here, chunk)
         call = self._call

@@ -55,6 +55,7 @@ class FuturesBackend(WatchedPool):
         for proc in workers:
             proc.join()
             proc.close()
+        self._release(executor)
 
     @staticmethod
     def _processes_of(executor: cf.ProcessPoolExecutor | None) -> list[BaseProcess]:

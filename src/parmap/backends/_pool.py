@@ -65,3 +65,4 @@ class PoolBackend(WatchedPool):
                 channel.close()
         for proc in workers:
             proc.close()
+        self._release(pool)

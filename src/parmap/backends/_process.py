@@ -27,12 +27,12 @@ writing a large result that the caller, stuck in that write, never reads: a dead
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -66,7 +66,8 @@ class ProcessBackend(Backend):
 
     def __init__(self, workers: int, start_method: str | None) -> None:
         self.workers = workers
-        self._ctx: BaseContext = multiprocessing.get_context(start_method)
+        # Any: typeshed's BaseContext has no Process (its subclasses do).
+        self._ctx: Any = multiprocessing.get_context(start_method)
         self._pool: list[_Worker] = []
         self._board: Board | None = None
         self._call: Call | None = None
@@ -124,10 +125,8 @@ class ProcessBackend(Backend):
             if worker.held:
                 worker.proc.kill()
             else:
-                try:
+                with contextlib.suppress(OSError):
                     worker.conn.send_bytes(b"Q")
-                except OSError:
-                    pass
         deadline = time.monotonic() + QUIT_GRACE
         for worker in pool:
             worker.proc.join(max(0.0, deadline - time.monotonic()))
@@ -143,7 +142,8 @@ class ProcessBackend(Backend):
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
-            args=(theirs, os.getpid(), self._board, slot), name=f"parmap-worker-{slot}"
+            args=(theirs, os.getpid(), self._board, slot),
+            name=f"parmap-worker-{slot}",
         )
         proc.start()
         theirs.close()

@@ -8,6 +8,7 @@ left to finish that item on its own.
 from __future__ import annotations
 
 import concurrent.futures as cf
+
 from .._errors import TaskTimeoutError
 from ._base import Call
 from ._executor import ExecutorBackend

@@ -46,6 +46,17 @@ class WatchedPool(FutureBackend):
     def _open(self, initargs: tuple[Any, ...]) -> None:
         """Start the engine with ``pool_initializer`` and these arguments."""
 
+    @staticmethod
+    def _release(engine: object) -> None:
+        """Drop the engine's hold on the initializer's arguments once it is shut down.
+
+        The engine keeps them (the board among them) until a garbage collection finds it, and
+        multiprocessing's shared heap grows a new arena, with a new descriptor, while freed
+        blocks wait for that.
+        """
+        if hasattr(engine, "_initargs"):
+            engine._initargs = ()
+
     @abstractmethod
     def _processes(self) -> Iterable[BaseProcess]:
         """The engine's worker processes right now."""
@@ -90,6 +101,7 @@ class WatchedPool(FutureBackend):
     def stop(self, *, abort: bool) -> None:
         super().stop(abort=abort)
         self._procs.clear()
+        self._board = Board.local(1)  # free the shared block now (see _release)
         # Workers the engine replaced are remembered by multiprocessing until its next clean-up,
         # and their sentinels stay open until then: clean up now.
         multiprocessing.active_children()

@@ -1,0 +1,76 @@
+"""Make many calls on one engine; print descriptors, children and /dev/shm entries as JSON."""
+
+import contextlib
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+import parmap
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(x: int) -> int:
+    if x == 3:
+        raise ValueError(x)
+    return x
+
+
+def counts() -> dict[str, int]:
+    return {
+        "fds": len(os.listdir("/proc/self/fd")),
+        "shm": len(os.listdir("/dev/shm")),
+        "children": len(parmap_children()),
+        "threads": threading.active_count(),
+    }
+
+
+def parmap_children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def one_round(api: str, backend: str, start_method: str) -> None:
+    options: dict[str, Any] = {"backend": backend}
+    if start_method != "-":
+        options["start_method"] = start_method
+    if api == "pmap":
+        assert parmap.pmap(square, range(20), **options) == [x * x for x in range(20)]
+        with contextlib.suppress(ValueError):
+            parmap.pmap(fail, range(20), chunksize=2, **options)
+    elif api == "imap":
+        with parmap.imap(square, iter(range(100)), chunksize=1, **options) as it:
+            next(it)
+    elif api == "run_processes":
+        del options["backend"]
+        assert parmap.run_processes(square, [(1,), (2,)], **options) == [1, 4]
+    else:
+
+        def produce(n: int, q: parmap.Channel[int]) -> None:
+            q.put(n)
+
+        del options["backend"]
+        assert parmap.queue_collect(produce, [(1,), (2,)], channel=backend, **options) == [1, 2]
+
+
+if __name__ == "__main__":
+    api, backend, start_method, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    for _ in range(3):  # warm up: lazily created helpers (forkserver, heap arenas, trackers)
+        one_round(api, backend, start_method)
+    before = counts()
+    for _ in range(rounds):
+        one_round(api, backend, start_method)
+    print(json.dumps({"before": before, "after": counts()}), flush=True)

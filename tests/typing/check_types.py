@@ -1,0 +1,54 @@
+"""Static checks, run by mypy --strict in CI (not collected by pytest).
+
+Each ``assert_type`` fails mypy if parmap's signatures infer the wrong type; each
+``# type: ignore[...]`` marks a call that must be a type error: with ``warn_unused_ignores``
+(part of --strict), mypy fails if such a call stops being an error.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+from typing_extensions import assert_type
+
+from parmap import Channel, MapIterator, imap, pmap, pstarmap, queue_collect, run_processes
+
+
+def to_str(x: int) -> str:
+    return str(x)
+
+
+def add(a: int, b: float) -> float:
+    return a + b
+
+
+def join3(a: str, b: int, c: bytes) -> str:
+    return a
+
+
+def produce(n: int, label: str, q: Channel[bytes]) -> None:
+    q.put(bytes(n))
+
+
+def check() -> None:
+    assert_type(pmap(to_str, [1, 2]), list[str])
+    assert_type(pmap(add, [1, 2], [0.5, 1.5]), list[float])
+    assert_type(pmap(join3, ["a"], [1], [b"x"]), list[str])
+    assert_type(pmap(lambda x: x * 2.0, [1, 2]), list[float])
+    assert_type(imap(to_str, range(3)), MapIterator[str])
+    assert_type(imap(to_str, range(3), ordered=False, workers=2), MapIterator[str])
+    assert_type(pstarmap(add, [(1, 2.0), (3, 4.0)]), list[float])
+    assert_type(run_processes(add, [(1, 2.0)]), list[float])
+    assert_type(queue_collect(produce, [(1, "a")]), list[bytes])
+    with cf.ThreadPoolExecutor() as executor:
+        assert_type(pmap(to_str, [1], backend=executor, chunksize=4), list[str])
+    for value in imap(to_str, [1]):
+        assert_type(value, str)
+
+    pmap(to_str, ["a", "b"])  # type: ignore[arg-type]
+    pmap(add, [1], ["x"])  # type: ignore[arg-type]
+    pmap(to_str, [1], workers="2")  # type: ignore[call-overload]
+    pmap(to_str, [1], colour="red")  # type: ignore[call-overload]
+    pstarmap(add, [("1", 2.0)])  # type: ignore[arg-type]
+    run_processes(add, [(1,)])  # type: ignore[arg-type]
+    queue_collect(produce, [(1, 2)])  # type: ignore[arg-type]

@@ -250,8 +250,10 @@ class FutureBackend(Backend):
                 self._failed.append(Outcome(chunk, [], fatal))
 
     def stop(self, *, abort: bool) -> None:
+        # The engine first: ProcessPoolExecutor, broken after we cancelled a future, fails on
+        # setting that future's exception (InvalidStateError in its management thread).
+        self._close(abort or self._fatal is not None)
         for future in self._pending:
             future.cancel()
         self._pending.clear()
         self._failed.clear()
-        self._close(abort or self._fatal is not None)

@@ -46,7 +46,8 @@ class FuturesBackend(WatchedPool):
         if abort:
             for proc in workers:
                 proc.kill()
-        executor.shutdown(wait=True, cancel_futures=True)
+        # No cancel_futures: after the kill the executor fails every pending future itself.
+        executor.shutdown(wait=True, cancel_futures=not abort)
         # Without this, the result pipe and the workers' sentinels stay open until a garbage
         # collection finds the executor.
         result_queue = getattr(executor, "_result_queue", None)

@@ -1,0 +1,300 @@
+"""``python -m parmap bench``: the serial loop, every backend and the peers, side by side.
+
+Each workload runs as the serial loop first (its time is the baseline), then through every parmap
+backend and every installed peer (``multiprocessing.Pool``, ``ProcessPoolExecutor``, joblib,
+mpire) at each worker count. Pools are started and stopped inside each timed run, as a script
+that calls ``pmap`` once would see them. Times are the median of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import functools
+import importlib.util
+import json
+import multiprocessing
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._api import default_workers, pmap
+
+__all__ = ["main"]
+
+
+# -- workloads (module level: peers pickle them by reference) -------------------------------------
+
+
+def spin(n: int) -> int:
+    """Pure-Python CPU work: about ``n`` loop iterations."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def touch(data: bytes, x: int) -> int:
+    return data[x % len(data)] + x
+
+
+def numpy_task(seed: int) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = rng.random((300, 300))
+    return float(np.linalg.norm(a @ a))
+
+
+def calibrate(seconds: float) -> int:
+    """Loop iterations of :func:`spin` that take about ``seconds`` here."""
+    n = 10_000
+    while True:
+        began = time.perf_counter()
+        spin(n)
+        took = time.perf_counter() - began
+        if took > 0.02:
+            return max(1, int(n * seconds / took))
+        n *= 4
+
+
+@dataclass
+class Workload:
+    name: str
+    fn: Callable[[Any], Any]
+    items: Callable[[], Iterable[Any]]
+    describe: str
+
+
+def workloads(quick: bool, scale: float) -> dict[str, Workload]:
+    cores = default_workers()
+    task = 0.02 if quick else 0.2
+    n_spin = calibrate(task)
+    # Quick: ProcessPoolExecutor's default (one item per round trip) costs ~75 us an item.
+    trivial = int((50_000 if quick else 1_000_000) * scale)
+    coarse = int(8 * cores * scale) or 1
+    big = bytes(50 * 1024 * 1024 if not quick else 10 * 1024 * 1024)
+    out = {
+        "cpu": Workload(
+            "cpu", spin, lambda: [n_spin] * coarse, f"{coarse} pure-Python tasks of ~{task} s"
+        ),
+        "trivial": Workload("trivial", square, lambda: range(trivial), f"{trivial:,} calls of x*x"),
+        "unbalanced": Workload(
+            "unbalanced",
+            spin,
+            lambda: [n_spin if i % 10 == 3 else n_spin // 100 for i in range(coarse * 4)],
+            f"{coarse * 4} tasks, durations varying 100x",
+        ),
+        "shared": Workload(
+            "shared",
+            functools.partial(touch, big),
+            lambda: range(16),
+            f"16 trivial tasks over a {len(big) >> 20} MB bytes object in a partial",
+        ),
+    }
+    if importlib.util.find_spec("numpy") is not None:
+        out["numpy"] = Workload(
+            "numpy", numpy_task, lambda: range(4 * cores), f"{4 * cores} 300x300 matmuls"
+        )
+    return out
+
+
+# -- runners --------------------------------------------------------------------------------------
+
+Runner = Callable[[Workload, int], Any]
+
+
+def _parmap(backend: str) -> Runner:
+    def run(w: Workload, workers: int) -> Any:
+        return pmap(w.fn, w.items(), backend=backend, workers=workers)
+
+    return run
+
+
+def _pool(w: Workload, workers: int) -> Any:
+    with multiprocessing.Pool(workers) as pool:
+        return pool.map(w.fn, w.items())
+
+
+def _executor(w: Workload, workers: int) -> Any:
+    with cf.ProcessPoolExecutor(workers) as executor:
+        return list(executor.map(w.fn, w.items()))
+
+
+def _joblib(w: Workload, workers: int) -> Any:
+    import joblib
+
+    return joblib.Parallel(n_jobs=workers)(joblib.delayed(w.fn)(x) for x in w.items())
+
+
+def _mpire(w: Workload, workers: int) -> Any:
+    import mpire
+
+    with mpire.WorkerPool(workers) as pool:
+        return pool.map(w.fn, list(w.items()))
+
+
+def runners() -> dict[str, Runner]:
+    out: dict[str, Runner] = {
+        f"parmap:{name}": _parmap(name)
+        for name in ("auto", "process", "pool", "futures", "thread", "serial")
+    }
+    out["multiprocessing.Pool"] = _pool
+    out["ProcessPoolExecutor"] = _executor
+    if importlib.util.find_spec("joblib") is not None:
+        out["joblib"] = _joblib
+    if importlib.util.find_spec("mpire") is not None:
+        out["mpire"] = _mpire
+    return out
+
+
+@dataclass
+class Row:
+    workload: str
+    runner: str
+    workers: int
+    seconds: float
+    speedup: float
+    efficiency: float
+
+
+def run_loop(w: Workload) -> list[Any]:
+    return [w.fn(x) for x in w.items()]
+
+
+def measure(run: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def bench(
+    chosen: Sequence[str], counts: Sequence[int], repeats: int, quick: bool, scale: float
+) -> list[Row]:
+    suite = workloads(quick, scale)
+    table = runners()
+    rows: list[Row] = []
+    jobs = [(w, r, n) for w in chosen for r in table for n in counts]
+    for done, (name, runner, workers) in enumerate(jobs):
+        w = suite[name]
+        if not rows or rows[-1].workload != name:
+            loop = functools.partial(run_loop, w)
+            loop()  # warm up: imports, caches, a BLAS library's thread pool
+            baseline = measure(loop, repeats)
+            rows.append(Row(name, "serial loop", 1, baseline, 1.0, 1.0))
+        progress(done, len(jobs), f"{name} / {runner} / {workers} workers")
+        seconds = measure(functools.partial(table[runner], w, workers), repeats)
+        speedup = baseline / seconds
+        rows.append(Row(name, runner, workers, seconds, speedup, speedup / workers))
+    progress(len(jobs), len(jobs), "done")
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    return rows
+
+
+def progress(done: int, total: int, what: str) -> None:
+    line = f"[{done}/{total}] {what}"
+    if sys.stderr.isatty():
+        print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": default_workers(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def render(rows: list[Row]) -> str:
+    lines = [
+        f"{'workload':<11} {'runner':<22} {'workers':>7} {'seconds':>9} {'speedup':>8} "
+        f"{'efficiency':>10}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.workload:<11} {r.runner:<22} {r.workers:>7} {r.seconds:>9.4f} "
+            f"{r.speedup:>8.2f} {r.efficiency:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def write(rows: list[Row], out: Path, suite: dict[str, Workload]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "bench.json", out / "bench.csv"]
+    meta = {"machine": machine(), "workloads": {k: w.describe for k, w in suite.items()}}
+    written[0].write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    with written[1].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    if importlib.util.find_spec("matplotlib") is not None:
+        written.append(plot(rows, out / "speedup.png"))
+    return written
+
+
+def plot(rows: list[Row], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r.workload for r in rows})
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        for runner in dict.fromkeys(r.runner for r in rows if r.workload == name):
+            points = [
+                (r.workers, r.speedup) for r in rows if (r.workload, r.runner) == (name, runner)
+            ]
+            if len(points) > 1 or runner != "serial loop":
+                ax.plot(*zip(*points, strict=False), marker="o", label=runner)
+        ax.set_title(name)
+        ax.set_xlabel("workers")
+        ax.set_ylabel("speedup over the loop")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parmap bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--workloads", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--workers", default=None, help="comma-separated counts (default 1..cores)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per measurement")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    args = parser.parse_args(argv)
+    suite = workloads(args.quick, args.scale)
+    chosen = args.workloads.split(",") if args.workloads else list(suite)
+    unknown = [w for w in chosen if w not in suite]
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(suite)}")
+    cores = default_workers()
+    counts = (
+        [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
+    )
+    repeats = args.repeats or (1 if args.quick else 3)
+    print(f"parmap bench on {machine()}", file=sys.stderr)
+    rows = bench(chosen, counts, repeats, args.quick, args.scale)
+    print(render(rows))
+    for path in write(rows, args.out, suite):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

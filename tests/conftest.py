@@ -75,6 +75,7 @@ def no_leaks() -> Iterator[None]:
     before_threads = set(threading.enumerate())
     before_fds = open_fds()
     yield
+    parmap.shutdown()  # the warm workers a test leaves for the next call are not leaks
     # A descriptor held only by garbage awaiting collection (a cycle through a proxy or a
     # process object) is released here, as it would be at the program's next collection.
     gc.collect()
@@ -85,15 +86,26 @@ def no_leaks() -> Iterator[None]:
     # heap arenas (``/dev/shm/pym-*``), which it grows once and reuses for later shared arrays;
     # tests/test_leaks.py shows descriptors do not grow over hundreds of calls.
     fds = {fd for fd, what in described.items() if what and "/dev/shm/pym-" not in what}
+    described_children = {pid: _describe_pid(pid) for pid in left}
     for pid in left:  # do not let one test's leak break the next
         try:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-    assert not left, f"child processes outlived the test: {sorted(left)}"
+    assert not left, f"child processes outlived the test: {described_children}"
     assert not threads, f"threads outlived the test: {threads}"
     assert not fds, f"file descriptors outlived the test: { {fd: described[fd] for fd in fds} }"
+
+
+def _describe_pid(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f"{state} {f.read().replace(chr(0), ' ')[:120]}"
+    except OSError:
+        return "gone"
 
 
 def _describe_fd(fd: int) -> str:

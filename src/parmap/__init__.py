@@ -23,6 +23,7 @@ from ._errors import WorkerCrashedError as WorkerCrashedError
 from ._processes import run_processes as run_processes
 from ._queues import Channel as Channel
 from ._queues import queue_collect as queue_collect
+from .backends import shutdown as shutdown
 
 __version__ = "0.1.0"
 
@@ -46,4 +47,5 @@ __all__ = [
     "pstarmap",
     "queue_collect",
     "run_processes",
+    "shutdown",
 ]

@@ -65,6 +65,7 @@ ORPHAN_POLL_SECONDS = 0.25
 TAG_FUNCTION = b"F"  # flags byte (star, timed), then the cloudpickled function
 TAG_CHUNK = b"C"  # 8-byte start index, then the pickled list of items
 TAG_QUIT = b"Q"
+TAG_RELEASE = b"R"  # the call is over: drop the function (a warm worker waits for the next)
 _START = struct.Struct("<q")
 
 
@@ -337,6 +338,8 @@ def process_main(conn: Connection, caller: int, board: Board, slot: int) -> None
         elif tag == TAG_FUNCTION:
             flags = message[1]
             install(message[2:], star=bool(flags & 1), timed=bool(flags & 2))
+        elif tag == TAG_RELEASE:
+            _STATE.fn = None
         else:
             return
 

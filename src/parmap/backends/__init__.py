@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import importlib
+import sys
 from typing import NamedTuple
 
 from .._errors import BackendUnavailableError
@@ -17,7 +18,17 @@ from ._base import Chunk as Chunk
 from ._base import FutureBackend as FutureBackend
 from ._base import Outcome as Outcome
 
-__all__ = ["BACKENDS", "Backend", "Call", "Chunk", "FutureBackend", "Outcome", "create", "wrap"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Call",
+    "Chunk",
+    "FutureBackend",
+    "Outcome",
+    "create",
+    "shutdown",
+    "wrap",
+]
 
 
 class _Entry(NamedTuple):
@@ -50,6 +61,17 @@ def create(name: str, workers: int, start_method: str | None) -> Backend:
     cls = getattr(module, entry.cls)
     backend: Backend = cls(workers, start_method) if entry.processes else cls(workers)
     return backend
+
+
+def shutdown() -> None:
+    """Stop the worker processes parmap keeps warm between calls.
+
+    They start again on the next call that needs them. Called at interpreter exit on its own;
+    call it yourself to free the processes sooner (or in tests that count child processes).
+    """
+    module = sys.modules.get(f"{__name__}._process")
+    if module is not None:
+        module.WARM.shutdown()
 
 
 def wrap(executor: cf.Executor, workers: int | None) -> Backend:

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.util
 import os
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
@@ -38,7 +40,7 @@ from typing import Any
 
 from .._board import Board
 from .._errors import TaskPicklingError, WorkerCrashedError
-from .._worker import chunk_message, function_message, process_main
+from .._worker import TAG_QUIT, TAG_RELEASE, chunk_message, function_message, process_main
 from ._base import Backend, Call, Chunk, Outcome, crash_failure, overdue, timeout_failure
 
 __all__ = ["ProcessBackend"]
@@ -64,8 +66,10 @@ class _Worker:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, workers: int, start_method: str | None) -> None:
+    def __init__(self, workers: int, start_method: str | None, *, warm: bool = True) -> None:
         self.workers = workers
+        #: Whether to take workers from ``WARM`` and give them back after a call that ends well.
+        self.warm = warm
         # Any: typeshed's BaseContext has no Process (its subclasses do).
         self._ctx: Any = multiprocessing.get_context(start_method)
         self._pool: list[_Worker] = []
@@ -83,8 +87,12 @@ class ProcessBackend(Backend):
         self._respawns = 0
         self._function = function_message(call.fn_bytes, call.star, call.timeout is not None)
         if not self._pool:
-            self._board = Board.shared(self._ctx, self.workers)
-            self._pool = [self._spawn(slot) for slot in range(self.workers)]
+            kept = WARM.take(self._key()) if self.warm else None
+            if kept is not None:
+                self._board, self._pool = kept
+            else:
+                self._board = Board.shared(self._ctx, self.workers)
+                self._pool = [self._spawn(slot) for slot in range(self.workers)]
         for worker in list(self._pool):
             self._send(worker, self._function)
 
@@ -120,21 +128,18 @@ class ProcessBackend(Backend):
         self._backlog.clear()
         self._ready.clear()
         self._call = None
-        pool, self._pool = self._pool, []
-        for worker in pool:
-            if worker.held:
-                worker.proc.kill()
-            else:
-                with contextlib.suppress(OSError):
-                    worker.conn.send_bytes(b"Q")
-        deadline = time.monotonic() + QUIT_GRACE
-        for worker in pool:
-            worker.proc.join(max(0.0, deadline - time.monotonic()))
-            if worker.proc.exitcode is None:
-                worker.proc.kill()
-                worker.proc.join()
-            worker.conn.close()
-            worker.proc.close()
+        if self.warm and not abort and self._pool and not any(w.held for w in self._pool):
+            for worker in list(self._pool):
+                self._send(worker, TAG_RELEASE)  # drop the function and what it holds
+            assert self._board is not None
+            WARM.give(self._key(), (self._board, self._pool))
+            self._pool = []
+        else:
+            pool, self._pool = self._pool, []
+            stop_workers(pool)
+
+    def _key(self) -> tuple[str, int]:
+        return self._ctx.get_start_method(), self.workers
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -238,3 +243,78 @@ class ProcessBackend(Backend):
             chunk = worker.held.popleft()[0]
             self._ready.append(Outcome(chunk, [], timeout_failure(view, timeout)))
             self._replace(worker)
+
+
+def stop_workers(pool: list[_Worker]) -> None:
+    """Stop workers: idle ones are asked to quit, busy ones are killed; join all."""
+    for worker in pool:
+        if worker.held:
+            worker.proc.kill()
+        else:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(TAG_QUIT)
+    deadline = time.monotonic() + QUIT_GRACE
+    for worker in pool:
+        worker.proc.join(max(0.0, deadline - time.monotonic()))
+        if worker.proc.exitcode is None:
+            worker.proc.kill()
+            worker.proc.join()
+        worker.conn.close()
+        worker.proc.close()
+
+
+#: A set of idle workers and the board they write to.
+_Kept = tuple[Board, list[_Worker]]
+
+
+class WarmPools:
+    """Idle workers kept between calls, one set per (start method, worker count).
+
+    A call takes the set (so two threads never share one), and gives it back when it ends well;
+    a call that fails or is interrupted shuts its workers down instead. At exit every set is shut
+    down, by a multiprocessing finalizer registered in the process that keeps them: it runs
+    before multiprocessing joins the process's children, which would otherwise wait forever for
+    idle workers, in the main process and in multiprocessing's own children alike (those clear
+    the finalizers they inherit, hence the registration per process). In a child made by
+    ``os.fork`` the parent's sets are forgotten, never used.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, int], _Kept] = {}
+        self._finalizer: multiprocessing.util.Finalize | None = None
+        self._finalizer_pid = 0
+
+    def take(self, key: tuple[str, int]) -> _Kept | None:
+        with self._lock:
+            return self._idle.pop(key, None)
+
+    def give(self, key: tuple[str, int], kept: _Kept) -> None:
+        with self._lock:
+            fresh = self._finalizer is None or self._finalizer_pid != os.getpid()
+            if fresh or not self._finalizer.still_active():  # type: ignore[union-attr]
+                finalize = multiprocessing.util.Finalize
+                self._finalizer = finalize(self, self.shutdown, exitpriority=50)
+                self._finalizer_pid = os.getpid()
+            if key not in self._idle:
+                self._idle[key] = kept
+                return
+        stop_workers(kept[1])  # another call's set is already kept
+
+    def shutdown(self) -> None:
+        with self._lock:
+            idle, self._idle = list(self._idle.values()), {}
+        for _, pool in idle:
+            stop_workers(pool)
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's sets, closing our copies of their pipes."""
+        self._lock = threading.Lock()
+        idle, self._idle = list(self._idle.values()), {}
+        for _, pool in idle:
+            for worker in pool:
+                worker.conn.close()
+
+
+WARM = WarmPools()
+os.register_at_fork(after_in_child=WARM.forget)

@@ -27,7 +27,7 @@ from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import backends
 from ._chunking import ChunkSizer
-from ._worker import Failure
+from ._worker import Failure, run_rest
 from .backends import Backend, Call, Chunk, Outcome
 
 __all__ = ["MapIterator", "MapOptions", "imap", "pmap", "pstarmap"]
@@ -147,7 +147,12 @@ def _choose_backend(
     if total is not None:
         count = max(1, min(count, total))
     if backend == "auto":
-        backend = "serial" if count == 1 or (total is not None and total <= 1) else "process"
+        if count == 1 or (total is not None and total <= 1):
+            backend = "serial"
+        else:
+            from .backends._auto import AutoBackend
+
+            return AutoBackend(count, start_method, total)
     elif start_method is not None and not backends.BACKENDS[backend].processes:
         raise ValueError(f"{api}(): start_method= does not apply to the {backend!r} backend")
     return backends.create(backend, count, start_method)
@@ -202,7 +207,20 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
     exhausted = started = finished = False
     try:
         while True:
-            while failure is None and not exhausted and len(running) + len(held) < window:
+            inline = not bounded and plan.call.timeout is None and backend.inline
+            if inline and failure is None and not exhausted and not running:
+                # The rest runs here in order anyway: map it in one go, no chunks (pmap).
+                if not started:
+                    backend.start(plan.call)
+                    started = True
+                yield run_rest(plan.call.fn, plan.call.star, position, source)
+                exhausted = True
+            while (
+                failure is None
+                and not exhausted
+                and not inline
+                and len(running) + len(held) < window
+            ):
                 try:
                     items = list(islice(source, sizer.next_size(position)))
                 except Exception as exc:  # the input raised: the loop would raise it here
@@ -370,9 +388,17 @@ def pmap(
         "pmap", fn, iterables, len(iterables) > 1, workers, backend, chunksize, timeout,
         start_method,
     )  # fmt: skip
+    return _collect(_drive(plan, ordered=True, bounded=False))
+
+
+def _collect(chunks: Iterator[list[Any]]) -> list[Any]:
     results: list[Any] = []
-    for chunk in _drive(plan, ordered=True, bounded=False):
-        results += chunk
+    for chunk in chunks:
+        if len(chunk) > len(results):
+            chunk[:0] = results  # a move of the big list, rather than a copy of every item
+            results = chunk
+        else:
+            results += chunk
     return results
 
 
@@ -460,7 +486,4 @@ def pstarmap(
     plan = _prepare(
         "pstarmap", fn, (iterable,), True, workers, backend, chunksize, timeout, start_method
     )
-    results: list[R] = []
-    for chunk in _drive(plan, ordered=True, bounded=False):
-        results += chunk
-    return results
+    return _collect(_drive(plan, ordered=True, bounded=False))

@@ -22,6 +22,7 @@ worker notices within a quarter of a second and exits instead of lingering as an
 
 from __future__ import annotations
 
+import operator
 import os
 import select
 import signal
@@ -29,7 +30,7 @@ import struct
 import threading
 import time
 import traceback
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
 from itertools import starmap
 from multiprocessing.connection import Connection
 from typing import Any
@@ -54,6 +55,7 @@ __all__ = [
     "run_chunk",
     "run_chunk_with",
     "run_items",
+    "run_rest",
 ]
 
 #: A failure at an item: its index and the exception to raise for it.
@@ -73,7 +75,7 @@ def execute(
     fn: Callable[..., Any],
     star: bool,
     start: int,
-    items: Sequence[Any],
+    items: Iterable[Any],
     board: MutableSequence[float] | None,
     base: int,
     timed: bool,
@@ -113,13 +115,31 @@ def execute(
             board[base + INDEX] = IDLE
 
 
-def failure_from_local(index: int, exc: BaseException) -> Failure:
+def run_rest(fn: Callable[..., Any], star: bool, start: int, items: Iterator[Any]) -> list[Any]:
+    """Map the rest of the input here, in one comprehension (CPython's fastest loop, about 10%
+    ahead of ``list.extend(map(...))``). Exceptions propagate as they are, as from a loop;
+    ``sys.exit()`` becomes :class:`TaskExitError`, its item found from the iterator's length
+    hint where it has one."""
+    before = operator.length_hint(items, -1)
+    try:
+        if star:
+            return [fn(*args) for args in items]
+        return [fn(item) for item in items]
+    except SystemExit as exc:
+        after = operator.length_hint(items, -1)
+        index = start + before - after - 1 if before > 0 and after >= 0 else None
+        raise failure_from_local(index, exc)[1] from exc
+
+
+def failure_from_local(index: int | None, exc: BaseException) -> Failure:
     """The exception to raise for ``exc`` raised in this process (threads, serial)."""
+    where = -1 if index is None else index
     if isinstance(exc, SystemExit):
-        error = TaskExitError(f"item {index}", code=exc.code, index=index)
+        what = "an item" if index is None else f"item {index}"
+        error = TaskExitError(what, code=exc.code, index=index)
         error.__cause__ = exc
-        return index, error
-    return index, exc
+        return where, error
+    return where, exc
 
 
 # -- in a worker process -------------------------------------------------------------------------

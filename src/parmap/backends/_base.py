@@ -104,6 +104,9 @@ class Backend(ABC):
     pickles: bool = True
     #: False where ``timeout=`` cannot be enforced; asking for one is then a ``ValueError``.
     timeouts: bool = True
+    #: True while every chunk runs in the calling thread, in order, when waited for (and no
+    #: chunk is outstanding): ``pmap`` may then map the rest of the input in one go.
+    inline: bool = False
     #: How many items can run at once; sets the in-flight bound and chunk sizes.
     workers: int
 

@@ -108,21 +108,40 @@ class ProcessBackend(Backend):
 
     def wait(self) -> list[Outcome]:
         while not self._ready:
-            # Map handles to workers before acting on any: replacing a dead worker can hand its
-            # closed sentinel's fd number to the new worker's sentinel.
-            conns = {w.conn: w for w in self._pool if w.held}
-            sentinels = {w.proc.sentinel: w for w in self._pool}
-            ready = wait([*conns, *sentinels], self._poll_interval())
-            for handle in ready:
-                if handle in conns:
-                    self._receive(conns[handle])
-            for handle in ready:
-                if handle in sentinels:
-                    self._lost(sentinels[handle])
-            self._check_overruns()
-            self._dispatch()
+            self._pump(self._poll_interval())
         outcomes, self._ready = self._ready, []
         return outcomes
+
+    def poll(self) -> list[Outcome]:
+        """The outcomes there are now, without blocking (for a caller that also computes)."""
+        self._pump(0)
+        outcomes, self._ready = self._ready, []
+        return outcomes
+
+    def outstanding(self) -> int:
+        """Chunks submitted whose outcomes have not been handed out yet."""
+        held = sum(len(w.held) for w in self._pool)
+        return held + len(self._backlog) + len(self._ready)
+
+    def idle_capacity(self) -> int:
+        """Chunks the workers could take now without queueing in the backlog."""
+        return sum(DEPTH - len(w.held) for w in self._pool) - len(self._backlog)
+
+    def _pump(self, timeout: float | None) -> None:
+        """One look at every pipe and sentinel: read replies, notice deaths, dispatch."""
+        # Map handles to workers before acting on any: replacing a dead worker can hand its
+        # closed sentinel's fd number to the new worker's sentinel.
+        conns = {w.conn: w for w in self._pool if w.held}
+        sentinels = {w.proc.sentinel: w for w in self._pool}
+        ready = wait([*conns, *sentinels], timeout)
+        for handle in ready:
+            if handle in conns:
+                self._receive(conns[handle])
+        for handle in ready:
+            if handle in sentinels:
+                self._lost(sentinels[handle])
+        self._check_overruns()
+        self._dispatch()
 
     def stop(self, *, abort: bool) -> None:
         self._backlog.clear()
@@ -300,6 +319,9 @@ class WarmPools:
                 self._idle[key] = kept
                 return
         stop_workers(kept[1])  # another call's set is already kept
+
+    def has(self, key: tuple[str, int]) -> bool:
+        return key in self._idle
 
     def shutdown(self) -> None:
         with self._lock:

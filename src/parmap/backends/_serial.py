@@ -23,6 +23,7 @@ class SerialBackend(Backend):
     def __init__(self, workers: int | None = None) -> None:
         self.workers = 1
         self.pickles = False
+        self.inline = True
         self._queue: deque[Chunk] = deque()
         self._call: Call | None = None
 

@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._api import default_workers, pmap
+from ._api import default_workers, imap, pmap
 
 __all__ = ["main"]
 
@@ -138,9 +139,8 @@ def _joblib(w: Workload, workers: int) -> Any:
 
 
 def _mpire(w: Workload, workers: int) -> Any:
-    import mpire
-
-    with mpire.WorkerPool(workers) as pool:
+    worker_pool: Any = importlib.import_module("mpire").WorkerPool
+    with worker_pool(workers) as pool:
         return pool.map(w.fn, list(w.items()))
 
 
@@ -172,13 +172,47 @@ def run_loop(w: Workload) -> list[Any]:
     return [w.fn(x) for x in w.items()]
 
 
+#: A run longer than this is not repeated (ProcessPoolExecutor's defaults on a million items).
+NO_REPEAT_AFTER = 10.0
+
+
 def measure(run: Callable[[], Any], repeats: int) -> float:
-    times = []
+    times: list[float] = []
     for _ in range(repeats):
         began = time.perf_counter()
         run()
         times.append(time.perf_counter() - began)
+        if times[-1] > NO_REPEAT_AFTER:
+            break
     return statistics.median(times)
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def stream(backend: str, count: int) -> dict[str, Any]:
+    """Growth of the caller's memory while ``imap`` streams ``count`` results from an endless
+    generator (each result is consumed and dropped)."""
+    import itertools
+
+    before = rss_mb()
+    peak = before
+    began = time.perf_counter()
+    with imap(square, itertools.count(), backend=backend) as results:
+        for n, _ in enumerate(results, 1):
+            if n % 100_000 == 0:
+                peak = max(peak, rss_mb())
+            if n == count:
+                break
+    return {
+        "backend": backend,
+        "results": count,
+        "seconds": time.perf_counter() - began,
+        "growth_mb": peak - before,
+    }
 
 
 def bench(
@@ -235,10 +269,16 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write(rows: list[Row], out: Path, suite: dict[str, Workload]) -> list[Path]:
+def write(
+    rows: list[Row], out: Path, suite: dict[str, Workload], streams: list[dict[str, Any]]
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "bench.json", out / "bench.csv"]
-    meta = {"machine": machine(), "workloads": {k: w.describe for k, w in suite.items()}}
+    meta = {
+        "machine": machine(),
+        "workloads": {k: w.describe for k, w in suite.items()},
+        "streams": streams,
+    }
     written[0].write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2))
     with written[1].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
@@ -295,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"parmap bench on {machine()}", file=sys.stderr)
     rows = bench(chosen, counts, repeats, args.quick, args.scale)
     print(render(rows))
-    for path in write(rows, args.out, suite):
+    streams = [stream(b, 200_000 if args.quick else 2_000_000) for b in ("auto", "process")]
+    for s in streams:
+        print(
+            f"imap over an endless generator, {s['results']:,} results, {s['backend']}: "
+            f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
+        )
+    for path in write(rows, args.out, suite, streams):
         print(f"wrote {path}", file=sys.stderr)
     return 0

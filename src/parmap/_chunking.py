@@ -16,7 +16,7 @@ __all__ = ["ChunkSizer"]
 #: Aim for chunks that keep a worker busy this long.
 TARGET_SECONDS = 0.02
 #: Never more items than this in one chunk (bounds memory per chunk in ``imap``).
-MAX_ITEMS = 1 << 20
+MAX_ITEMS = 1 << 16
 #: Weight of the newest measurement in the running estimate of seconds per item.
 SMOOTHING = 0.5
 

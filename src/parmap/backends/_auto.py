@@ -11,8 +11,11 @@ start and the calling thread keeps computing as the last worker: it runs a chunk
 workers have all the work they can hold, so the machine's cores are all busy and none is
 oversubscribed, and the time spent probing is not lost.
 
-While it probes, warm workers kept from an earlier call get the chunks queued behind the probe
-(no process starts for that); cold workers start only once the probe says they pay.
+Workers start only once the probe says they pay. (Feeding warm workers during the probe was
+tried: it ships the function, a large closure included, even to calls that then stay here.)
+What a probe measures is remembered per function (weakly): a function found costly goes to
+workers at once on its next call, so repeated calls lose no time probing. A function found
+cheap is probed again: its memory could only cost parallelism, never save time.
 
 A ``timeout=`` needs a worker that can be killed: such calls go to worker processes at once,
 without the caller computing. Running items in the caller means a function that crashes its
@@ -21,9 +24,13 @@ process crashes the caller: name ``backend="process"`` to isolate every item.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
+import weakref
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from .._serialize import dumps
 from ._base import Backend, Call, Chunk, Outcome
@@ -43,6 +50,12 @@ PER_ITEM_OVERHEAD = 2e-7
 #: What starting workers costs (fork; spawn costs more), and when warm workers wait.
 COLD_START = 0.05
 WARM_START = 0.002
+
+
+#: Seconds per item and per item shipped, as last measured, by function.
+_MEASURED: weakref.WeakKeyDictionary[Callable[..., Any], tuple[float, float]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def worth_it(
@@ -80,7 +93,7 @@ class AutoBackend(Backend):
 
     @property
     def inline(self) -> bool:  # type: ignore[override]
-        return self.decision == "serial" and self._busy_pool() == 0
+        return self.decision == "serial"
 
     def start(self, call: Call) -> None:
         self._call = call
@@ -90,23 +103,40 @@ class AutoBackend(Backend):
         if call.timeout is not None:
             self.decision = "process"
             self._open(self.workers)
+        elif self._known_costly(call.fn):
+            self.decision = "process"
+            self._open(self.workers - 1)
+
+    def _known_costly(self, fn: Callable[..., Any]) -> bool:
+        try:
+            measured = _MEASURED.get(fn)
+        except TypeError:  # not weakly referenceable
+            return False
+        if measured is None:
+            return False
+        return worth_it(*measured, self.workers, self._total, self._start_cost())
+
+    def _start_cost(self) -> float:
+        return WARM_START if WARM.has(self._key()) else COLD_START
 
     def submit(self, chunk: Chunk) -> None:
-        timed = self._call is not None and self._call.timeout is not None
-        if self._pool is not None and (timed or (self.decision is None and self._probed == 0)):
-            self._pool.submit(chunk)  # all work with a timeout; warm workers while probing
+        if self._pool is not None and self._call is not None and self._call.timeout is not None:
+            self._pool.submit(chunk)  # with a timeout, workers run everything
         else:
             self._queue.append(chunk)
 
     def wait(self) -> list[Outcome]:
         assert self._call is not None
-        if self.decision is None and self._queue:
+        if self.decision is None:
             return self._probe(self._queue.popleft())
-        if self._pool is None or (self.decision == "serial" and self._queue):
+        if self._pool is None:
             return [self._run_here(self._queue.popleft())]
-        if self._call.timeout is not None or self.decision != "process":
-            return self._pool.wait()  # or: the warm workers still hold chunks from the probe
-        while self._queue and self._pool.idle_capacity() > 0:
+        if self._call.timeout is not None:
+            return self._pool.wait()
+        # Once the input is all read, a worker gets a chunk only when it has none: the caller
+        # takes the rest, so no worker is left with a queue while the caller idles at the end.
+        tail = self._total is not None and bool(self._queue) and self._queue[-1].stop >= self._total
+        while self._queue and self._pool.idle_capacity(depth=1 if tail else None) > 0:
             self._pool.submit(self._queue.popleft())
         ready = self._pool.poll()
         if ready or not self._queue:
@@ -124,25 +154,16 @@ class AutoBackend(Backend):
         assert self._call is not None
         return run_in_caller(self._call, chunk)
 
-    def _busy_pool(self) -> int:
-        return 0 if self._pool is None else self._pool.outstanding()
-
     def _open(self, workers: int) -> None:
         assert self._call is not None
         self._pool = ProcessBackend(workers, self._start_method)
         self._pool.start(self._call)
 
     def _probe(self, chunk: Chunk) -> list[Outcome]:
-        if self._probed == 0 and WARM.has(self._key()):
-            # Warm workers cost nothing to use: let them run what is queued meanwhile.
-            self._open(self.workers - 1)
-            assert self._pool is not None
-            while self._queue:
-                self._pool.submit(self._queue.popleft())
         outcome = self._run_here(chunk)
         if outcome.failure is None:
             self._measure(chunk, outcome)
-        return [outcome] if self._pool is None else [outcome, *self._pool.poll()]
+        return [outcome]
 
     def _key(self) -> tuple[str, int]:
         method = multiprocessing.get_context(self._start_method).get_start_method()
@@ -158,10 +179,12 @@ class AutoBackend(Backend):
         if self._seconds < PROBE_SECONDS:
             return
         remaining = None if self._total is None else self._total - self._probed
-        start_cost = WARM_START if self._pool is not None else COLD_START
         n = self._probed
         ship = self._ship / n + PER_ITEM_OVERHEAD
-        if worth_it(self._seconds / n, ship, self.workers, remaining, start_cost):
+        assert self._call is not None
+        with contextlib.suppress(TypeError):  # not weakly referenceable: not remembered
+            _MEASURED[self._call.fn] = (self._seconds / n, ship)
+        if worth_it(self._seconds / n, ship, self.workers, remaining, self._start_cost()):
             self.decision = "process"
             if self._pool is None:
                 self._open(self.workers - 1)

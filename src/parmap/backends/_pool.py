@@ -49,10 +49,9 @@ class PoolBackend(WatchedPool):
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        if not abort:
-            pool.close()
-            pool.join()
-        # terminate() also runs the pool's finalizer now rather than at a garbage collection.
+        # Nothing is outstanding (or it is abandoned): terminate() is what Pool's own ``with``
+        # does, and it runs the pool's finalizer now. close() and join() would wait for the
+        # pool's maintenance thread, which looks at its workers every tenth of a second.
         pool.terminate()
         pool.join()
         # After the join: the pool may have started a replacement worker until then.

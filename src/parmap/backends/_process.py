@@ -118,14 +118,11 @@ class ProcessBackend(Backend):
         outcomes, self._ready = self._ready, []
         return outcomes
 
-    def outstanding(self) -> int:
-        """Chunks submitted whose outcomes have not been handed out yet."""
-        held = sum(len(w.held) for w in self._pool)
-        return held + len(self._backlog) + len(self._ready)
-
-    def idle_capacity(self) -> int:
-        """Chunks the workers could take now without queueing in the backlog."""
-        return sum(DEPTH - len(w.held) for w in self._pool) - len(self._backlog)
+    def idle_capacity(self, depth: int | None = None) -> int:
+        """Chunks the workers could take now, each holding up to ``depth`` (default ``DEPTH``),
+        without queueing in the backlog."""
+        most = DEPTH if depth is None else depth
+        return sum(max(0, most - len(w.held)) for w in self._pool) - len(self._backlog)
 
     def _pump(self, timeout: float | None) -> None:
         """One look at every pipe and sentinel: read replies, notice deaths, dispatch."""

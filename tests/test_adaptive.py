@@ -1,0 +1,107 @@
+"""The adaptive decisions, checked through the objects that make them (never by timing a test)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from parmap._api import _collect, _drive, _prepare
+from parmap._chunking import MAX_ITEMS, TARGET_SECONDS, ChunkSizer
+from parmap.backends._auto import AutoBackend, worth_it
+
+from .helpers import children
+
+
+def plan(fn: Any, items: Any, **options: Any) -> Any:
+    defaults: dict[str, Any] = {"workers": 2, "backend": "auto", "chunksize": None,
+                                "timeout": None, "start_method": None}  # fmt: skip
+    defaults.update(options)
+    return _prepare("pmap", fn, (items,), False, **defaults)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def busy(x: int) -> int:
+    end = time.perf_counter() + 0.005  # the work: 5 ms of CPU per item
+    while time.perf_counter() < end:
+        pass
+    return x
+
+
+@pytest.mark.parametrize(
+    ("per_item", "ship", "workers", "remaining", "start", "expected"),
+    [
+        (5e-8, 3e-8, 2, 1_000_000, 0.05, False),  # x*x: cheaper than shipping it
+        (0.2, 1e-6, 2, 15, 0.05, True),  # coarse: 0.2 s an item
+        (0.2, 1e-6, 1, 15, 0.05, False),  # one worker never beats the loop
+        (1e-5, 1e-6, 2, 5, 0.05, False),  # worth it per item, too little left to start workers
+        (1e-5, 1e-6, 2, 5, 0.0, True),  # ... unless they are already warm
+        (1e-5, 1e-6, 4, None, 0.05, True),  # endless input: the start is paid back
+    ],
+)
+def test_worth_it(
+    per_item: float, ship: float, workers: int, remaining: int | None, start: float,
+    expected: bool,
+) -> None:  # fmt: skip
+    assert worth_it(per_item, ship, workers, remaining, start) is expected
+
+
+def test_trivial_work_stays_in_the_caller() -> None:
+    before = children()
+    p = plan(square, range(200_000))
+    assert isinstance(p.backend, AutoBackend)
+    assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(200_000)]
+    assert p.backend.decision == "serial"
+    assert children() == before
+
+
+def test_a_small_call_starts_no_process() -> None:
+    before = children()
+    p = plan(square, range(10))
+    assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(10)]
+    assert p.backend.decision in (None, "serial")
+    assert children() == before
+
+
+def test_costly_work_goes_to_workers() -> None:
+    p = plan(busy, range(40))
+    assert _collect(_drive(p, ordered=True, bounded=False)) == list(range(40))
+    assert p.backend.decision == "process"
+
+
+def test_a_timeout_goes_to_workers_at_once() -> None:
+    p = plan(square, range(10), timeout=5)
+    assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(10)]
+    assert p.backend.decision == "process"
+
+
+def test_one_worker_or_one_item_is_serial_without_measuring() -> None:
+    assert plan(square, range(100), workers=1).backend.name == "serial"
+    assert plan(square, [3]).backend.name == "serial"
+
+
+def test_fixed_chunksize_is_kept() -> None:
+    sizer = ChunkSizer(workers=2, total=1000, fixed=7)
+    sizer.observe(7, 1.0)
+    assert [sizer.next_size(p) for p in (0, 500, 999)] == [7, 7, 7]
+
+
+def test_adaptive_chunks_start_at_one_then_aim_at_the_target() -> None:
+    sizer = ChunkSizer(workers=2, total=None, fixed=None)
+    assert sizer.next_size(0) == 1
+    sizer.observe(1, 0.001)  # 1 ms an item
+    assert sizer.next_size(1) == round(TARGET_SECONDS / 0.001)
+    sizer.observe(10, 1e-6)  # much cheaper now: the estimate moves, bounded by MAX_ITEMS
+    assert 1 < sizer.next_size(11) <= MAX_ITEMS
+
+
+def test_chunks_shrink_near_the_end() -> None:
+    sizer = ChunkSizer(workers=2, total=10_000, fixed=None)
+    sizer.observe(100, 1e-5)  # cheap: the target alone would ask for 20,000 items
+    assert sizer.next_size(0) == 2_500  # a quarter of what remains, for 2 workers
+    assert sizer.next_size(9_000) == 250
+    assert sizer.next_size(9_999) == 1

@@ -15,10 +15,8 @@ from .helpers import children
 
 
 def plan(fn: Any, items: Any, **options: Any) -> Any:
-    defaults: dict[str, Any] = {"workers": 2, "backend": "auto", "chunksize": None,
-                                "timeout": None, "start_method": None}  # fmt: skip
-    defaults.update(options)
-    return _prepare("pmap", fn, (items,), False, **defaults)
+    settings: Any = {"workers": 2, **options}
+    return _prepare("pmap", fn, (items,), False, settings)
 
 
 def square(x: int) -> int:
@@ -105,3 +103,21 @@ def test_chunks_shrink_near_the_end() -> None:
     assert sizer.next_size(0) == 2_500  # a quarter of what remains, for 2 workers
     assert sizer.next_size(9_000) == 250
     assert sizer.next_size(9_999) == 1
+
+
+def test_items_that_cannot_travel_keep_auto_in_the_caller() -> None:
+    import threading
+
+    locks = [threading.Lock() for _ in range(50)]
+    p = plan(lambda lock: (busy(0), lock.locked())[1], locks)
+    assert _collect(_drive(p, ordered=True, bounded=False)) == [False] * 50
+    assert p.backend.decision == "serial"
+
+
+def test_a_function_that_cannot_travel_keeps_auto_in_the_caller() -> None:
+    import threading
+
+    lock = threading.Lock()
+    p = plan(lambda x: (busy(x), lock.locked())[0], range(40))
+    assert _collect(_drive(p, ordered=True, bounded=False)) == list(range(40))
+    assert p.backend.decision == "serial"

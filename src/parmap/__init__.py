@@ -10,6 +10,7 @@ from ._api import imap as imap
 from ._api import pmap as pmap
 from ._api import pstarmap as pstarmap
 from ._errors import BackendUnavailableError as BackendUnavailableError
+from ._errors import InitializerError as InitializerError
 from ._errors import ParmapError as ParmapError
 from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import ResultPicklingError as ResultPicklingError
@@ -23,6 +24,7 @@ from ._errors import WorkerCrashedError as WorkerCrashedError
 from ._processes import run_processes as run_processes
 from ._queues import Channel as Channel
 from ._queues import queue_collect as queue_collect
+from ._worker import worker_state as worker_state
 from .backends import shutdown as shutdown
 
 __version__ = "0.1.0"
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "Channel",
+    "InitializerError",
     "MapIterator",
     "MapOptions",
     "ParmapError",
@@ -48,4 +51,5 @@ __all__ = [
     "queue_collect",
     "run_processes",
     "shutdown",
+    "worker_state",
 ]

@@ -27,6 +27,7 @@ from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import backends
 from ._chunking import ChunkSizer
+from ._progress import Progress, ProgressOption, make_progress
 from ._worker import Failure, run_rest
 from .backends import Backend, Call, Chunk, Outcome
 
@@ -46,13 +47,31 @@ WINDOW_PER_WORKER = 4
 
 
 class MapOptions(TypedDict, total=False):
-    """The keyword options of ``pmap``, ``imap`` and ``pstarmap``."""
+    """The keyword options of ``pmap``, ``imap`` and ``pstarmap``, declared once.
+
+    workers: how many items run at once; default: the CPUs this process may use.
+    backend: ``"auto"`` (default: in this process when parallelism cannot pay, else worker
+        processes), ``"process"``, ``"pool"``, ``"futures"``, ``"thread"``, ``"serial"``, a
+        :class:`parmap.backends.Backend`, or any ``concurrent.futures.Executor`` (used, never
+        shut down).
+    chunksize: items per round trip to a worker; default: adaptive.
+    timeout: seconds any one item may run; an overrun raises :class:`TaskTimeoutError` and the
+        worker running it is killed.
+    start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; default: the platform's.
+    progress: ``True`` for a tqdm bar, or a callable receiving ``(done, total)``.
+    initializer: called as ``initializer(*initargs)`` once in each worker (process or thread)
+        before its first item; what it returns is that worker's :func:`worker_state`.
+    initargs: the initializer's arguments.
+    """
 
     workers: int | None
     backend: str | Backend | cf.Executor
     chunksize: int | None
     timeout: float | None
     start_method: str | None
+    progress: ProgressOption
+    initializer: Callable[..., object] | None
+    initargs: tuple[Any, ...]
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -64,6 +83,7 @@ class _Plan:
     call: Call
     items: Iterator[Any]
     sizer: ChunkSizer
+    progress: Progress | None
 
 
 def default_workers() -> int:
@@ -163,12 +183,25 @@ def _prepare(
     fn: Callable[..., Any],
     iterables: tuple[Iterable[Any], ...],
     star: bool,
-    workers: int | None,
-    backend: str | Backend | cf.Executor,
-    chunksize: int | None,
-    timeout: float | None,
-    start_method: str | None,
+    options: MapOptions,
 ) -> _Plan:
+    unknown = set(options) - set(MapOptions.__annotations__)
+    if unknown:
+        raise TypeError(
+            f"{api}(): unknown option(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(MapOptions.__annotations__)}"
+        )
+    workers = options.get("workers")
+    backend = options.get("backend", "auto")
+    chunksize = options.get("chunksize")
+    timeout = options.get("timeout")
+    start_method = options.get("start_method")
+    initializer = options.get("initializer")
+    initargs = options.get("initargs", ())
+    if initializer is not None:
+        check_callable(api, initializer, "initializer")
+    if not isinstance(initargs, tuple):
+        raise TypeError(f"{api}(): initargs must be a tuple, got {type(initargs).__name__}")
     check_callable(api, fn)
     if not iterables:
         raise TypeError(f"{api}(): needs at least one iterable after the function")
@@ -181,11 +214,12 @@ def _prepare(
     chosen = _choose_backend(api, backend, workers, start_method, total)
     if timeout is not None and not chosen.timeouts:
         raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
-    call = Call(fn, star, timeout)
+    call = Call(fn, star, timeout, initializer, initargs)
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
-    return _Plan(chosen, call, items, ChunkSizer(chosen.workers, total, chunksize))
+    progress = make_progress(api, options.get("progress", False), total)
+    return _Plan(chosen, call, items, ChunkSizer(chosen.workers, total, chunksize), progress)
 
 
 # -- the dispatch loop ---------------------------------------------------------------------------
@@ -197,8 +231,12 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
     ``bounded``: finished chunks waiting to be consumed count against the window (``imap``),
     so a slow consumer stops the reading of input.
     """
-    backend, sizer, source = plan.backend, plan.sizer, plan.items
+    backend, sizer, source, call = plan.backend, plan.sizer, plan.items, plan.call
     window = (WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER) * backend.workers
+    # pmap may map the rest in one go once the backend runs everything here (see below).
+    may_inline = (
+        not bounded and call.timeout is None and call.initializer is None and plan.progress is None
+    )
     running: set[int] = set()  # starts of the chunks with the backend
     held: dict[int, Outcome] = {}  # ordered: finished chunks, by start, waiting for earlier ones
     position = 0  # index of the next item to read
@@ -207,13 +245,13 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
     exhausted = started = finished = False
     try:
         while True:
-            inline = not bounded and plan.call.timeout is None and backend.inline
+            inline = may_inline and backend.inline
             if inline and failure is None and not exhausted and not running:
-                # The rest runs here in order anyway: map it in one go, no chunks (pmap).
+                # The rest runs here in order anyway: map it in one go, no chunks.
                 if not started:
-                    backend.start(plan.call)
+                    backend.start(call)
                     started = True
-                yield run_rest(plan.call.fn, plan.call.star, position, source)
+                yield run_rest(call.fn, call.star, position, source)
                 exhausted = True
             while (
                 failure is None
@@ -230,7 +268,7 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                     exhausted = True
                     break
                 if not started:
-                    backend.start(plan.call)
+                    backend.start(call)
                     started = True
                 chunk = Chunk(position, items)
                 position = chunk.stop
@@ -245,6 +283,8 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                 running.discard(chunk.start)
                 if outcome.failure is None:
                     sizer.observe(len(chunk.items), outcome.seconds)
+                    if plan.progress is not None:
+                        plan.progress.advance(len(outcome.results))
                 elif failure is None or outcome.failure[0] < failure[0]:
                     failure = outcome.failure
                 if ordered:
@@ -262,6 +302,8 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
     finally:
         if started:
             backend.stop(abort=not finished)
+        if plan.progress is not None:
+            plan.progress.close()
 
 
 class MapIterator(Iterator[R], Generic[R]):
@@ -349,14 +391,7 @@ def pmap(
     **options: Unpack[MapOptions],
 ) -> list[R]: ...
 def pmap(
-    fn: Callable[..., Any],
-    /,
-    *iterables: Iterable[Any],
-    workers: int | None = None,
-    backend: str | Backend | cf.Executor = "auto",
-    chunksize: int | None = None,
-    timeout: float | None = None,
-    start_method: str | None = None,
+    fn: Callable[..., Any], /, *iterables: Iterable[Any], **options: Unpack[MapOptions]
 ) -> list[Any]:
     """``list(map(fn, *iterables))``, computed in parallel.
 
@@ -367,15 +402,8 @@ def pmap(
     Args:
         fn: any callable; lambdas, closures and ``functools.partial`` objects work everywhere.
         iterables: one or more; with several, ``fn`` gets one item from each, like ``map``.
-        workers: how many items run at once; default: the CPUs this process may use.
-        backend: ``"auto"`` (in this process when parallelism cannot pay, else
-            ``"process"``), ``"process"``, ``"pool"``, ``"futures"``, ``"thread"``,
-            ``"serial"``, a :class:`parmap.backends.Backend`, or any
-            ``concurrent.futures.Executor`` (used, never shut down).
-        chunksize: items per round trip to a worker; default: adaptive.
-        timeout: seconds any one item may run; an overrun raises :class:`TaskTimeoutError`
-            and the worker running it is killed.
-        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; default: the platform's.
+        options: ``workers``, ``backend``, ``chunksize``, ``timeout``, ``start_method``,
+            ``progress``: see :class:`MapOptions`.
 
     Raises:
         TypeError, ValueError: bad arguments, before any work starts.
@@ -384,10 +412,7 @@ def pmap(
         TaskExitError: the function called ``sys.exit()``.
         SerializationError: an item, result or exception could not cross between processes.
     """
-    plan = _prepare(
-        "pmap", fn, iterables, len(iterables) > 1, workers, backend, chunksize, timeout,
-        start_method,
-    )  # fmt: skip
+    plan = _prepare("pmap", fn, iterables, len(iterables) > 1, options)
     return _collect(_drive(plan, ordered=True, bounded=False))
 
 
@@ -449,11 +474,7 @@ def imap(
     /,
     *iterables: Iterable[Any],
     ordered: bool = True,
-    workers: int | None = None,
-    backend: str | Backend | cf.Executor = "auto",
-    chunksize: int | None = None,
-    timeout: float | None = None,
-    start_method: str | None = None,
+    **options: Unpack[MapOptions],
 ) -> MapIterator[Any]:
     """A lazy :func:`pmap`: results as you iterate, input read only as results are consumed.
 
@@ -464,10 +485,7 @@ def imap(
     """
     if not isinstance(ordered, bool):
         raise TypeError("imap(): ordered must be True or False")
-    plan = _prepare(
-        "imap", fn, iterables, len(iterables) > 1, workers, backend, chunksize, timeout,
-        start_method,
-    )  # fmt: skip
+    plan = _prepare("imap", fn, iterables, len(iterables) > 1, options)
     return MapIterator(_drive(plan, ordered=ordered, bounded=True))
 
 
@@ -475,15 +493,8 @@ def pstarmap(
     fn: Callable[[Unpack[Ts]], R],
     iterable: Iterable[tuple[Unpack[Ts]]],
     /,
-    *,
-    workers: int | None = None,
-    backend: str | Backend | cf.Executor = "auto",
-    chunksize: int | None = None,
-    timeout: float | None = None,
-    start_method: str | None = None,
+    **options: Unpack[MapOptions],
 ) -> list[R]:
     """``list(itertools.starmap(fn, iterable))``, computed in parallel; options as in pmap."""
-    plan = _prepare(
-        "pstarmap", fn, (iterable,), True, workers, backend, chunksize, timeout, start_method
-    )
+    plan = _prepare("pstarmap", fn, (iterable,), True, options)
     return _collect(_drive(plan, ordered=True, bounded=False))

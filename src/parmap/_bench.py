@@ -53,8 +53,13 @@ def numpy_task(seed: int) -> float:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    a = rng.random((300, 300))
-    return float(np.linalg.norm(a @ a))
+    a = rng.random((800, 800))
+    return float(np.linalg.norm(np.linalg.inv(a @ a.T + np.eye(800))))
+
+
+def spread(count: int) -> list[float]:
+    """``count`` numbers evenly spread over [0, 1], in a fixed shuffled order."""
+    return [((i * 7919) % count) / max(1, count - 1) for i in range(count)]
 
 
 def calibrate(seconds: float) -> int:
@@ -93,8 +98,8 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
         "unbalanced": Workload(
             "unbalanced",
             spin,
-            lambda: [n_spin if i % 10 == 3 else n_spin // 100 for i in range(coarse * 4)],
-            f"{coarse * 4} tasks, durations varying 100x",
+            lambda: [max(1, int(n_spin * 100 ** (f - 1))) for f in spread(coarse * 10)],
+            f"{coarse * 10} tasks from ~{task / 100:g} s to ~{task} s (100x), shuffled",
         ),
         "shared": Workload(
             "shared",
@@ -105,7 +110,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     }
     if importlib.util.find_spec("numpy") is not None:
         out["numpy"] = Workload(
-            "numpy", numpy_task, lambda: range(4 * cores), f"{4 * cores} 300x300 matmuls"
+            "numpy", numpy_task, lambda: range(4 * cores), f"{4 * cores} 800x800 matmul+inverse"
         )
     return out
 
@@ -284,9 +289,37 @@ def write(
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
+    written.append(out / "bench.md")
+    written[-1].write_text(markdown(rows, meta))
     if importlib.util.find_spec("matplotlib") is not None:
         written.append(plot(rows, out / "speedup.png"))
     return written
+
+
+def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
+    """The results as Markdown: the machine, the workloads, one table per workload."""
+    m = meta["machine"]
+    lines = [
+        f"Machine: {m['cpus']} CPUs ({m['processor']}), {m['platform']}, Python {m['python']}.",
+        "",
+    ]
+    for name, describe in meta["workloads"].items():
+        chosen = [r for r in rows if r.workload == name]
+        if not chosen:
+            continue
+        lines += [f"### {name}: {describe}", "", "| runner | workers | seconds | speedup |"
+                  " efficiency |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"| {r.runner} | {r.workers} | {r.seconds:.4f} | {r.speedup:.2f} | {r.efficiency:.2f} |"
+            for r in chosen
+        ]
+        lines.append("")
+    for s in meta["streams"]:
+        lines.append(
+            f"- `imap` over an endless generator, {s['results']:,} results, `{s['backend']}`: "
+            f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[Row], path: Path) -> Path:

@@ -6,8 +6,8 @@ into shared memory (no lock, no message, about 0.1 us an item), so the caller ca
 a dead worker held and which item has overrun ``timeout=`` without asking the worker anything.
 For the thread backend the same layout lives in a plain list.
 
-The index is a phase when negative: ``IDLE`` (between chunks or returning results) or
-``RECEIVING`` (unpickling a chunk).
+The index is a phase when negative: ``IDLE`` (between chunks or returning results),
+``RECEIVING`` (unpickling a chunk) or ``INITIALIZING`` (running ``initializer=``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from collections.abc import Iterator, MutableSequence
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 
-__all__ = ["CHUNK", "IDLE", "INDEX", "RECEIVING", "STARTED", "Board", "SlotView"]
+__all__ = ["CHUNK", "IDLE", "INDEX", "INITIALIZING", "RECEIVING", "STARTED", "Board", "SlotView"]
 
 IDLE = -1
 RECEIVING = -2
+INITIALIZING = -3
 # Offsets of a slot's cells from its base.
 PID, CHUNK, INDEX, STARTED = range(4)
 _WIDTH = 4

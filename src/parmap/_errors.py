@@ -10,6 +10,7 @@ raised by *your* function is re-raised as itself, with the worker's traceback at
     ├── WorkerCrashedError           a worker process died: signal or exit code, and the item
     ├── TaskTimeoutError             an item ran longer than ``timeout=``; its worker was killed
     ├── TaskExitError                the function called ``sys.exit()`` (``SystemExit`` in a worker)
+    ├── InitializerError             ``initializer=`` raised (or exited) in a worker
     ├── SerializationError           something could not cross a process boundary
     │   ├── TaskPicklingError          an item or the function, pickled in the caller
     │   ├── TaskUnpicklingError        an item or the function, unpickled in the worker
@@ -26,6 +27,7 @@ import signal
 
 __all__ = [
     "BackendUnavailableError",
+    "InitializerError",
     "ParmapError",
     "RemoteTraceback",
     "ResultPicklingError",
@@ -109,6 +111,18 @@ class TaskExitError(ParmapError):
     def __init__(self, what: str, *, code: object, index: int | None = None) -> None:
         super().__init__(f"{what} called sys.exit({code!r})")
         self.code = code
+        self.index = index
+
+
+class InitializerError(ParmapError):
+    """The ``initializer=`` raised or called ``sys.exit()`` in a worker; the cause says how.
+
+    (An initializer that kills its worker outright raises :class:`WorkerCrashedError` naming
+    the initializer.)
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
         self.index = index
 
 

@@ -31,7 +31,7 @@ from ._errors import (
     TaskTimeoutError,
     WorkerCrashedError,
 )
-from ._serialize import dumps_callable, dumps_items, loads
+from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
 
 __all__ = ["Family", "child_reply", "run_processes"]
@@ -194,7 +194,7 @@ def prepare_children(
     for n, item in enumerate(args):
         if not isinstance(item, tuple):
             raise TypeError(f"{api}(): args_list[{n}] must be a tuple, got {type(item).__name__}")
-    fn_bytes = dumps_callable(target, TaskPicklingError)
+    fn_bytes = dumps_task(target, None, (), TaskPicklingError)
     payloads = [
         dumps_items([a], n, "the arguments of child", TaskPicklingError) for n, a in enumerate(args)
     ]

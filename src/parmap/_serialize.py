@@ -20,7 +20,7 @@ import cloudpickle
 
 from ._errors import SerializationError
 
-__all__ = ["PROTOCOL", "describe", "dumps", "dumps_callable", "dumps_items", "loads"]
+__all__ = ["PROTOCOL", "describe", "dumps", "dumps_callable", "dumps_items", "dumps_task", "loads"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -52,6 +52,27 @@ def dumps_callable(fn: Callable[..., object], error: type[SerializationError]) -
         data: bytes = cloudpickle.dumps(fn, PROTOCOL)
     except _FAILURES as exc:
         raise error(f"the function {fn!r} could not be pickled: {describe(exc)}") from exc
+    return data
+
+
+def dumps_task(
+    fn: Callable[..., object],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    error: type[SerializationError],
+) -> bytes:
+    """Pickle what a worker installs once per call: the function, the initializer and its
+    arguments, each named if it is the one that fails."""
+    try:
+        data: bytes = cloudpickle.dumps((fn, initializer, initargs), PROTOCOL)
+    except _FAILURES as exc:
+        for part, what in ((fn, "the function"), (initializer, "the initializer"),
+                           (initargs, "initargs")):  # fmt: skip
+            try:
+                cloudpickle.dumps(part, PROTOCOL)
+            except _FAILURES:
+                raise error(f"{what} {part!r} could not be pickled: {describe(exc)}") from exc
+        raise error(f"the function could not be pickled: {describe(exc)}") from exc
     return data
 
 

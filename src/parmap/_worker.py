@@ -35,8 +35,10 @@ from itertools import starmap
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ._board import CHUNK, IDLE, INDEX, RECEIVING, STARTED, Board
+from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, STARTED, Board
 from ._errors import (
+    InitializerError,
+    ParmapError,
     RemoteTraceback,
     ResultPicklingError,
     ResultUnpicklingError,
@@ -56,6 +58,7 @@ __all__ = [
     "run_chunk_with",
     "run_items",
     "run_rest",
+    "worker_state",
 ]
 
 #: A failure at an item: its index and the exception to raise for it.
@@ -145,9 +148,16 @@ def failure_from_local(index: int | None, exc: BaseException) -> Failure:
 # -- in a worker process -------------------------------------------------------------------------
 
 
+#: What :func:`worker_state` returns where no initializer ran.
+_NO_STATE: Any = object()
+#: The state of a thread that runs chunks in a process parmap did not start (threads, caller).
+_LOCAL = threading.local()
+
+
 class _State:
     fn: Callable[..., Any] | None = None
-    install_error: tuple[str, str] | None = None
+    install_error: tuple[str, str, str] | None = None  # phase, description, traceback
+    worker_state: Any = _NO_STATE
     star = False
     timed = False
     board: MutableSequence[float] | None = None
@@ -162,21 +172,83 @@ def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def install(fn_bytes: bytes, star: bool, timed: bool) -> None:
-    """Unpickle the call's function once; a failure is reported with every chunk."""
+def install(task_bytes: bytes, star: bool, timed: bool) -> None:
+    """Unpickle the call's function once and run its initializer; a failure is reported with
+    every chunk (see ``_serialize.dumps_task`` for what ``task_bytes`` holds)."""
     _STATE.star, _STATE.timed = star, timed
+    _STATE.fn, _STATE.install_error, _STATE.worker_state = None, None, _NO_STATE
     try:
-        _STATE.fn, _STATE.install_error = loads(fn_bytes), None
+        fn, initializer, initargs = loads(task_bytes)
     except BaseException as exc:
-        _STATE.fn, _STATE.install_error = None, (describe(exc), _traceback(exc))
+        _STATE.install_error = ("function-unpickle", describe(exc), _traceback(exc))
+        return
+    if initializer is not None:
+        board, base = _STATE.board, _STATE.base
+        if board is not None:
+            board[base + INDEX] = INITIALIZING
+        try:
+            _STATE.worker_state = initializer(*initargs)
+        except BaseException as exc:
+            what = f"the initializer {_name(initializer)} raised {describe(exc)}"
+            _STATE.install_error = ("initializer", what, _traceback(exc))
+            return
+        finally:
+            if board is not None:
+                board[base + INDEX] = IDLE
+    _STATE.fn = fn
+
+
+def _name(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def worker_state() -> Any:
+    """What this worker's ``initializer=`` returned (a loaded model, a connection, ...).
+
+    Call it from the function you map. Each worker (process or thread) ran the initializer once
+    for the call; without ``initializer=`` this raises :class:`ParmapError`.
+    """
+    state = getattr(_LOCAL, "state", _NO_STATE)
+    if state is _NO_STATE:
+        state = _STATE.worker_state
+    if state is _NO_STATE:
+        raise ParmapError("worker_state(): no initializer= ran for this call in this worker")
+    return state
+
+
+def enter_local(
+    states: dict[int, tuple[bool, Any]],
+    initializer: Callable[..., object],
+    initargs: tuple[Any, ...],
+) -> Any:
+    """In a thread that runs chunks here: run the initializer once for the call (``states``
+    remembers it per thread), make its value this thread's :func:`worker_state`, and return
+    the value that was there before. Raises :class:`InitializerError` if it failed."""
+    ident = threading.get_ident()
+    if ident not in states:
+        try:
+            states[ident] = (True, initializer(*initargs))
+        except BaseException as exc:
+            states[ident] = (False, exc)
+    ok, value = states[ident]
+    if not ok:
+        error = InitializerError(f"the initializer {_name(initializer)} raised {describe(value)}")
+        raise error from value
+    before = getattr(_LOCAL, "state", _NO_STATE)
+    _LOCAL.state = value
+    return before
+
+
+def leave_local(before: Any) -> None:
+    _LOCAL.state = before
 
 
 def run_chunk(start: int, payload: bytes | memoryview) -> bytes:
     """Run one chunk with the installed function; return the pickled reply. Never raises."""
     board, base = _STATE.board, _STATE.base
     if _STATE.install_error is not None:
-        what, tb = _STATE.install_error
-        return dumps(("error", start, ("function-unpickle", what), [], tb))
+        phase, what, tb = _STATE.install_error
+        return dumps(("error", start, (phase, what), [], tb))
     if board is not None:
         board[base + CHUNK] = start
         board[base + INDEX] = RECEIVING
@@ -266,7 +338,11 @@ def decode(data: bytes, start: int, count: int) -> tuple[list[Any], float, Failu
     return partial, 0.0, (index, failure)
 
 
-def _serialization_error(phase: str, what: str, *, index: int, items: str) -> SerializationError:
+def _serialization_error(
+    phase: str, what: str, *, index: int, items: str
+) -> SerializationError | InitializerError:
+    if phase == "initializer":
+        return InitializerError(what, index=index)
     if phase == "function-unpickle":
         return TaskUnpicklingError(
             f"the function could not be unpickled in the worker: {what}", index=index

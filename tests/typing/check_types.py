@@ -8,10 +8,20 @@ Each ``assert_type`` fails mypy if parmap's signatures infer the wrong type; eac
 from __future__ import annotations
 
 import concurrent.futures as cf
+from typing import Any
 
 from typing_extensions import assert_type
 
-from parmap import Channel, MapIterator, imap, pmap, pstarmap, queue_collect, run_processes
+from parmap import (
+    Channel,
+    MapIterator,
+    imap,
+    pmap,
+    pstarmap,
+    queue_collect,
+    run_processes,
+    worker_state,
+)
 
 
 def to_str(x: int) -> str:
@@ -44,6 +54,9 @@ def check() -> None:
         assert_type(pmap(to_str, [1], backend=executor, chunksize=4), list[str])
     for value in imap(to_str, [1]):
         assert_type(value, str)
+    assert_type(pmap(to_str, [1], progress=True, initializer=print, initargs=("x",)), list[str])
+    assert_type(pmap(to_str, [1], progress=lambda done, total: None), list[str])
+    assert_type(worker_state(), Any)
 
     pmap(to_str, ["a", "b"])  # type: ignore[arg-type]
     pmap(add, [1], ["x"])  # type: ignore[arg-type]
@@ -52,3 +65,5 @@ def check() -> None:
     pstarmap(add, [("1", 2.0)])  # type: ignore[arg-type]
     run_processes(add, [(1,)])  # type: ignore[arg-type]
     queue_collect(produce, [(1, 2)])  # type: ignore[arg-type]
+    pmap(to_str, [1], progress="yes")  # type: ignore[call-overload]
+    pmap(to_str, [1], initargs=["x"])  # type: ignore[call-overload]

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import TaskPicklingError
 from .._serialize import dumps
 from ._base import Backend, Call, Chunk, Outcome
 from ._process import WARM, ProcessBackend
@@ -47,6 +48,8 @@ MARGIN = 1.5
 #: What the caller spends per item beyond pickling when workers run it (pipe writes and reads,
 #: reordering): from the "trivial" bench workload, rounded up.
 PER_ITEM_OVERHEAD = 2e-7
+#: While the caller computes alongside the workers, how often it looks at them.
+FEED_EVERY = 0.001
 #: What starting workers costs (fork; spawn costs more), and when warm workers wait.
 COLD_START = 0.05
 WARM_START = 0.002
@@ -102,10 +105,10 @@ class AutoBackend(Backend):
         self._probed, self._seconds, self._ship = 0, 0.0, 0.0
         if call.timeout is not None:
             self.decision = "process"
-            self._open(self.workers)
+            self._pool = ProcessBackend(self.workers, self._start_method)
+            self._pool.start(call)  # a function that will not pickle: raised, as it must be
         elif self._known_costly(call.fn):
-            self.decision = "process"
-            self._open(self.workers - 1)
+            self._go_parallel()
 
     def _known_costly(self, fn: Callable[..., Any]) -> bool:
         try:
@@ -135,14 +138,42 @@ class AutoBackend(Backend):
             return self._pool.wait()
         # Once the input is all read, a worker gets a chunk only when it has none: the caller
         # takes the rest, so no worker is left with a queue while the caller idles at the end.
-        tail = self._total is not None and bool(self._queue) and self._queue[-1].stop >= self._total
-        while self._queue and self._pool.idle_capacity(depth=1 if tail else None) > 0:
-            self._pool.submit(self._queue.popleft())
+        self._feed()
         ready = self._pool.poll()
         if ready or not self._queue:
             return ready or self._pool.wait()
         # The workers hold all they can: the caller computes the next chunk itself.
-        return [self._run_here(self._queue.popleft()), *self._pool.poll()]
+        return self._compute_alongside(self._queue.popleft())
+
+    def _feed(self) -> None:
+        """Give the workers what they can hold. Once the input is all read, a worker gets a
+        chunk only when it has none: the caller takes the rest, so no worker is left with a
+        queue while the caller idles at the end."""
+        assert self._pool is not None
+        last = self._queue[-1].stop if self._queue else 0
+        tail = self._total is not None and last >= self._total
+        while self._queue and self._pool.idle_capacity(depth=1 if tail else None) > 0:
+            self._pool.submit(self._queue.popleft())
+
+    def _compute_alongside(self, chunk: Chunk) -> list[Outcome]:
+        """Run a chunk here item by item, topping the workers up between items (at most every
+        ``FEED_EVERY`` seconds): a caller busy with one long item must not starve them."""
+        assert self._pool is not None
+        assert self._call is not None
+        outcomes: list[Outcome] = []
+        results: list[Any] = []
+        began = last_feed = time.perf_counter()
+        for offset, item in enumerate(chunk.items):
+            one = self._call.run_here(Chunk(chunk.start + offset, [item]))
+            results += one.results
+            if one.failure is not None:
+                return [Outcome(chunk, results, one.failure), *outcomes, *self._pool.poll()]
+            if time.perf_counter() - last_feed > FEED_EVERY:
+                outcomes += self._pool.poll()
+                self._feed()
+                last_feed = time.perf_counter()
+        seconds = time.perf_counter() - began
+        return [Outcome(chunk, results, None, seconds), *outcomes, *self._pool.poll()]
 
     def stop(self, *, abort: bool) -> None:
         self._queue.clear()
@@ -154,10 +185,17 @@ class AutoBackend(Backend):
         assert self._call is not None
         return run_in_caller(self._call, chunk)
 
-    def _open(self, workers: int) -> None:
+    def _go_parallel(self) -> None:
+        """Start ``workers - 1`` processes; stay here if the function will not pickle."""
         assert self._call is not None
-        self._pool = ProcessBackend(workers, self._start_method)
-        self._pool.start(self._call)
+        pool = ProcessBackend(self.workers - 1, self._start_method)
+        try:
+            pool.start(self._call)
+        except TaskPicklingError:
+            pool.stop(abort=True)
+            self.decision = "serial"
+            return
+        self._pool, self.decision = pool, "process"
 
     def _probe(self, chunk: Chunk) -> list[Outcome]:
         outcome = self._run_here(chunk)
@@ -171,8 +209,12 @@ class AutoBackend(Backend):
 
     def _measure(self, chunk: Chunk, outcome: Outcome) -> None:
         began = time.perf_counter()
-        dumps(chunk.items)
-        dumps(outcome.results)
+        try:
+            dumps(chunk.items)
+            dumps(outcome.results)
+        except (Exception, SystemExit):  # what cannot travel stays here
+            self.decision = "serial"
+            return
         self._ship += time.perf_counter() - began
         self._probed += len(chunk.items)
         self._seconds += outcome.seconds
@@ -185,8 +227,6 @@ class AutoBackend(Backend):
         with contextlib.suppress(TypeError):  # not weakly referenceable: not remembered
             _MEASURED[self._call.fn] = (self._seconds / n, ship)
         if worth_it(self._seconds / n, ship, self.workers, remaining, self._start_cost()):
-            self.decision = "process"
-            if self._pool is None:
-                self._open(self.workers - 1)
+            self._go_parallel()
         else:
             self.decision = "serial"

@@ -20,14 +20,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .._board import IDLE, RECEIVING, Board, SlotView
-from .._errors import TaskPicklingError, TaskTimeoutError, WorkerCrashedError
-from .._serialize import dumps_callable, dumps_items
-from .._worker import Failure, decode
+from .._board import IDLE, INITIALIZING, RECEIVING, Board, SlotView
+from .._errors import InitializerError, TaskPicklingError, TaskTimeoutError, WorkerCrashedError
+from .._serialize import dumps_items, dumps_task
+from .._worker import Failure, decode, enter_local, execute, failure_from_local, leave_local
 
 __all__ = ["Backend", "Call", "Chunk", "FutureBackend", "Outcome"]
 
@@ -42,14 +42,34 @@ class Call:
     fn: Callable[..., Any]
     star: bool
     timeout: float | None
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
     _fn_bytes: bytes | None = field(default=None, repr=False)
+    #: Threads of this process that ran the initializer for this call: (ok, value or error).
+    local_states: dict[int, tuple[bool, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def fn_bytes(self) -> bytes:
-        """The function, cloudpickled once per call."""
+        """The function with its initializer, cloudpickled once per call."""
         if self._fn_bytes is None:
-            self._fn_bytes = dumps_callable(self.fn, TaskPicklingError)
+            self._fn_bytes = dumps_task(self.fn, self.initializer, self.initargs, TaskPicklingError)
         return self._fn_bytes
+
+    def run_here(self, chunk: Chunk, board: MutableSequence[float] | None = None,
+                 base: int = 0) -> Outcome:  # fmt: skip
+        """Run a chunk in this thread (the caller, or a thread of an executor), with this
+        thread's initializer state; with a timeout, each overrun is reported as it returns."""
+        before = None
+        if self.initializer is not None:
+            try:
+                before = enter_local(self.local_states, self.initializer, self.initargs)
+            except InitializerError as error:
+                return Outcome.failed(chunk, chunk.start, error)
+        try:
+            return _run_chunk_here(self, chunk, board, base)
+        finally:
+            if self.initializer is not None:
+                leave_local(before)
 
 
 @dataclass(eq=False)
@@ -93,6 +113,30 @@ class Outcome:
     def from_reply(cls, chunk: Chunk, data: bytes) -> Outcome:
         results, seconds, failure = decode(data, chunk.start, len(chunk.items))
         return cls(chunk, results, failure, seconds)
+
+
+def _run_chunk_here(
+    call: Call, chunk: Chunk, board: MutableSequence[float] | None, base: int
+) -> Outcome:
+    began = time.perf_counter()
+    if call.timeout is None or board is not None:
+        timed = call.timeout is not None
+        results, exc = execute(call.fn, call.star, chunk.start, chunk.items, board, base, timed)
+    else:  # no board to watch (the caller itself): item by item, each overrun named
+        results, exc = [], None
+        for offset, item in enumerate(chunk.items):
+            item_began = time.perf_counter()
+            done, exc = execute(call.fn, call.star, chunk.start + offset, [item], None, 0, False)
+            if exc is None and time.perf_counter() - item_began > call.timeout:
+                index = chunk.start + offset
+                error = TaskTimeoutError(f"item {index}", timeout=call.timeout, index=index)
+                return Outcome(chunk, results, (index, error))
+            results += done
+            if exc is not None:
+                break
+    if exc is not None:
+        return Outcome(chunk, results, failure_from_local(chunk.start + len(results), exc))
+    return Outcome(chunk, results, None, time.perf_counter() - began)
 
 
 class Backend(ABC):
@@ -146,9 +190,21 @@ def crash_failure(
         where = f"while unpickling {chunk.describe()}"
     elif view is not None and view.index == IDLE:
         where = f"while returning the results of {chunk.describe()}"
+    elif view is not None and view.index == INITIALIZING:
+        where = "while running the initializer"
     error = WorkerCrashedError(f"a worker (pid {pid}) {where}", exitcode=exitcode, index=index)
     error.index, error.pid = index, pid
     return index, error
+
+
+def initializer_crash(call: Call, view: SlotView, exitcode: int | None) -> WorkerCrashedError:
+    """A worker died in the initializer: named, so the engine's respawning does not hide it."""
+    name = getattr(call.initializer, "__qualname__", repr(call.initializer))
+    error = WorkerCrashedError(
+        f"a worker (pid {view.pid}) running the initializer {name}", exitcode=exitcode
+    )
+    error.pid = view.pid
+    return error
 
 
 def overdue(board: Board, timeout: float) -> list[SlotView]:

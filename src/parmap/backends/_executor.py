@@ -14,12 +14,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import threading
-import time
 import uuid
 from typing import Any
 
 from .._board import CHUNK, Board
-from .._worker import Failure, execute, failure_from_local, run_chunk_with
+from .._worker import Failure, run_chunk_with
 from ._base import Call, Chunk, FutureBackend, Outcome, overdue, timeout_failure
 
 __all__ = ["ExecutorBackend"]
@@ -67,17 +66,12 @@ class ExecutorBackend(FutureBackend):
     def _run_here(self, chunk: Chunk) -> Outcome:
         """Run a chunk in this (executor) thread, keeping this thread's board slot current."""
         assert self._call is not None
-        call, slot = self._call, self._slot()
+        slot = self._slot()
         cells = None if slot is None else self._board.cells
         base = Board.base(slot or 0)
         if cells is not None:
             cells[base + CHUNK] = chunk.start
-        began = time.perf_counter()
-        timed = call.timeout is not None
-        results, exc = execute(call.fn, call.star, chunk.start, chunk.items, cells, base, timed)
-        if exc is not None:
-            return Outcome(chunk, results, failure_from_local(chunk.start + len(results), exc))
-        return Outcome(chunk, results, None, time.perf_counter() - began)
+        return self._call.run_here(chunk, cells, base)
 
     def _slot(self) -> int | None:
         ident = threading.get_ident()

@@ -38,10 +38,19 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .._board import Board
+from .._board import INITIALIZING, Board
 from .._errors import TaskPicklingError, WorkerCrashedError
 from .._worker import TAG_QUIT, TAG_RELEASE, chunk_message, function_message, process_main
-from ._base import Backend, Call, Chunk, Outcome, crash_failure, overdue, timeout_failure
+from ._base import (
+    Backend,
+    Call,
+    Chunk,
+    Outcome,
+    crash_failure,
+    initializer_crash,
+    overdue,
+    timeout_failure,
+)
 
 __all__ = ["ProcessBackend"]
 
@@ -206,10 +215,12 @@ class ProcessBackend(Backend):
             pass
         worker.proc.join()
         exitcode, pid = worker.proc.exitcode, worker.proc.pid
+        assert self._board is not None
+        view = self._board.view(worker.slot)
+        if view.index == INITIALIZING and self._call is not None:
+            raise initializer_crash(self._call, view, exitcode)
         if worker.held:
-            assert self._board is not None
             chunk = worker.held.popleft()[0]
-            view = self._board.view(worker.slot)
             self._ready.append(Outcome(chunk, [], crash_failure(chunk, view, exitcode, pid)))
         self._replace(worker)
 

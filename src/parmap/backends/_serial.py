@@ -7,11 +7,8 @@ item cannot be interrupted here: the overrun is reported when the item returns.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 
-from .._errors import TaskTimeoutError
-from .._worker import execute, failure_from_local
 from ._base import Backend, Call, Chunk, Outcome
 
 __all__ = ["SerialBackend"]
@@ -44,22 +41,5 @@ class SerialBackend(Backend):
 
 
 def run_in_caller(call: Call, chunk: Chunk) -> Outcome:
-    """Run a chunk right here; with a timeout, item by item so an overrun can be named."""
-    began = time.perf_counter()
-    if call.timeout is None:
-        results, exc = execute(call.fn, call.star, chunk.start, chunk.items, None, 0, False)
-    else:
-        results, exc = [], None
-        for offset, item in enumerate(chunk.items):
-            item_began = time.perf_counter()
-            done, exc = execute(call.fn, call.star, chunk.start + offset, [item], None, 0, False)
-            if exc is None and time.perf_counter() - item_began > call.timeout:
-                index = chunk.start + offset
-                error = TaskTimeoutError(f"item {index}", timeout=call.timeout, index=index)
-                return Outcome.failed(chunk, index, error)
-            results += done
-            if exc is not None:
-                break
-    if exc is not None:
-        return Outcome(chunk, results, failure_from_local(chunk.start + len(results), exc))
-    return Outcome(chunk, results, None, time.perf_counter() - began)
+    """Run a chunk right here (see :meth:`Call.run_here`)."""
+    return call.run_here(chunk)

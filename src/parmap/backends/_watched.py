@@ -20,9 +20,16 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .._board import IDLE, Board
+from .._board import IDLE, INITIALIZING, Board
 from .._worker import Failure
-from ._base import Call, FutureBackend, crash_failure, overdue, timeout_failure
+from ._base import (
+    Call,
+    FutureBackend,
+    crash_failure,
+    initializer_crash,
+    overdue,
+    timeout_failure,
+)
 
 __all__ = ["WatchedPool"]
 
@@ -118,6 +125,18 @@ class WatchedPool(FutureBackend):
                 proc.join(max(0.0, deadline - time.monotonic()))
         pending = {chunk.start: chunk for chunk in self._pending.values()}
         deaths = []
+        # A worker that died in the initializer: the engine would start another, forever.
+        # (Several may have by now, some reaped by the engine unseen: name one whose exit
+        # code is known.)
+        died_initializing = [
+            (view, *self._exitcode(view.pid))
+            for view in self._board
+            if view.pid and view.index == INITIALIZING
+        ]
+        died_initializing = [d for d in died_initializing if d[1]]
+        if died_initializing and self._call is not None:
+            view, _, exitcode = max(died_initializing, key=lambda d: d[2] is not None)
+            raise initializer_crash(self._call, view, exitcode)
         for view in self._board:
             chunk = pending.get(view.chunk)
             if not view.pid or chunk is None:

@@ -10,7 +10,7 @@ import concurrent.futures as cf
 import gc
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,15 @@ settings.register_profile("ci", parent=settings.get_profile("parmap"), derandomi
 settings.load_profile("ci" if os.environ.get("CI") else "parmap")
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+
+#: Long-lived helpers a session fixture started, whose processes are not a test's to stop (a
+#: Dask cluster's workers, respawned by their nannies when a test kills one): each entry gives
+#: the pids to leave alone.
+SESSION_HELPERS: list[Callable[[], set[int]]] = []
+#: Threads and descriptors such a helper opened while a test ran (a Dask nanny watching the
+#: worker it restarted), recorded by that test.
+SESSION_THREADS: set[threading.Thread] = set()
+SESSION_FDS: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,19 @@ def no_leaks() -> Iterator[None]:
     # process object) is released here, as it would be at the program's next collection.
     gc.collect()
     left = children() - before_children
-    threads = [t for t in threading.enumerate() if t not in before_threads and t.is_alive()]
+    for helper in SESSION_HELPERS:
+        left -= helper()
+    threads = [
+        t
+        for t in threading.enumerate()
+        if t not in before_threads and t not in SESSION_THREADS and t.is_alive()
+    ]
     described = {fd: _describe_fd(fd) for fd in open_fds() - before_fds}
     # Gone already: the descriptor ``listdir`` itself used. Kept on purpose: multiprocessing's
     # heap arenas (``/dev/shm/pym-*``), which it grows once and reuses for later shared arrays;
     # tests/test_leaks.py shows descriptors do not grow over hundreds of calls.
     fds = {fd for fd, what in described.items() if what and "/dev/shm/pym-" not in what}
+    fds -= SESSION_FDS
     described_children = {pid: _describe_pid(pid) for pid in left}
     for pid in left:  # do not let one test's leak break the next
         try:

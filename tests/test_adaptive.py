@@ -88,19 +88,33 @@ def test_fixed_chunksize_is_kept() -> None:
     assert [sizer.next_size(p) for p in (0, 500, 999)] == [7, 7, 7]
 
 
-def test_adaptive_chunks_start_at_one_then_aim_at_the_target() -> None:
+def test_adaptive_chunks_start_at_one_and_at_most_double() -> None:
     sizer = ChunkSizer(workers=2, total=None, fixed=None)
     assert sizer.next_size(0) == 1
-    sizer.observe(1, 0.001)  # 1 ms an item
-    assert sizer.next_size(1) == round(TARGET_SECONDS / 0.001)
-    sizer.observe(10, 1e-6)  # much cheaper now: the estimate moves, bounded by MAX_ITEMS
-    assert 1 < sizer.next_size(11) <= MAX_ITEMS
+    sizer.observe(1, 1e-6)  # one cheap item: not trusted to size a big chunk
+    assert sizer.next_size(1) == 2
+    for size in (2, 4, 8, 16):
+        sizer.observe(size, size * 1e-6)
+    assert sizer.next_size(100) == 32
+    for _ in range(20):
+        sizer.observe(sizer.next_size(0), 1.0)  # then the target bounds them
+    assert sizer.next_size(0) <= MAX_ITEMS
+
+
+def test_the_estimate_rises_at_once_and_falls_slowly() -> None:
+    sizer = ChunkSizer(workers=2, total=None, fixed=None)
+    sizer.observe(64, 64 * 1e-3)
+    assert sizer.next_size(0) == round(TARGET_SECONDS / 1e-3)
+    sizer.observe(1, 0.2)  # one dear item: chunks shrink to one at once
+    assert sizer.next_size(0) == 1
+    sizer.observe(10, 10 * 1e-3)  # cheap again: they grow back only gradually
+    assert sizer.next_size(0) == 1
 
 
 def test_chunks_shrink_near_the_end() -> None:
     sizer = ChunkSizer(workers=2, total=10_000, fixed=None)
-    sizer.observe(100, 1e-5)  # cheap: the target alone would ask for 20,000 items
-    assert sizer.next_size(0) == 2_500  # a quarter of what remains, for 2 workers
+    sizer.observe(5_000, 5_000 * 1e-6)  # cheap: the target alone would ask for 20,000 items
+    assert sizer.next_size(5_000) == 1_250  # a quarter of what remains, for 2 workers
     assert sizer.next_size(9_000) == 250
     assert sizer.next_size(9_999) == 1
 

@@ -167,3 +167,18 @@ def test_sys_exit_in_a_task_is_a_clear_error(engine: dict[str, Any]) -> None:
         pmap(leave, range(6), **engine)
     assert info.value.code == 9
     assert pmap(square, [2], **engine) == [4]
+
+
+def test_numpy_arrays_round_trip_writable(engine: dict[str, Any]) -> None:
+    """Large arrays travel out of band on the process backend: values intact, and writable."""
+    import numpy as np
+
+    arrays = [np.full(300_000, float(i)) for i in range(4)]
+
+    def bump(a: Any) -> Any:
+        a += 1  # the worker may write to what it received
+        return a * 2
+
+    out = pmap(bump, arrays, chunksize=2, **engine)
+    assert [float(a[0]) for a in out] == [2.0, 4.0, 6.0, 8.0]
+    out[0][0] = -1.0  # and the caller to what came back

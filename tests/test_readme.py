@@ -37,7 +37,7 @@ def test_bench_command_runs_and_writes_results(tmp_path: Path) -> None:
     assert "multiprocessing.Pool" in done.stdout
     assert (tmp_path / "bench.json").exists()
     assert (tmp_path / "bench.csv").exists()
-    assert "[" in done.stderr  # the progress lines
+    assert "trivial / parmap:process / 2 workers" in done.stderr  # the progress
 
 
 def test_main_without_a_command_says_how_to_use_it() -> None:

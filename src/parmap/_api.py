@@ -28,6 +28,7 @@ from typing_extensions import Self, TypeVarTuple, Unpack
 from . import backends
 from ._chunking import ChunkSizer
 from ._progress import Progress, ProgressOption, make_progress
+from ._seeded import Seeded
 from ._worker import Failure, run_rest
 from .backends import Backend, Call, Chunk, Outcome
 
@@ -62,6 +63,11 @@ class MapOptions(TypedDict, total=False):
     initializer: called as ``initializer(*initargs)`` once in each worker (process or thread)
         before its first item; what it returns is that worker's :func:`worker_state`.
     initargs: the initializer's arguments.
+    limit_threads: ``True`` (default): worker processes use at most ``cpus // workers``
+        BLAS/OpenMP threads each (numpy, scipy), so they do not oversubscribe the cores.
+    seed: reseed ``random`` (and ``numpy.random``, when numpy is imported) from
+        ``(seed, item index)`` before each item: a run gives the same random numbers whatever
+        the backend and scheduling. Without it each worker has a random state of its own.
     """
 
     workers: int | None
@@ -72,6 +78,8 @@ class MapOptions(TypedDict, total=False):
     progress: ProgressOption
     initializer: Callable[..., object] | None
     initargs: tuple[Any, ...]
+    limit_threads: bool
+    seed: int | None
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -146,6 +154,7 @@ def _choose_backend(
     workers: int | None,
     start_method: str | None,
     total: int | None,
+    limit_threads: bool,
 ) -> Backend:
     names = ["auto", *backends.BACKENDS]
     if isinstance(backend, Backend):
@@ -166,16 +175,17 @@ def _choose_backend(
     count = workers or default_workers()
     if total is not None:
         count = max(1, min(count, total))
+    threads = max(1, default_workers() // count) if limit_threads else None
     if backend == "auto":
         if count == 1 or (total is not None and total <= 1):
             backend = "serial"
         else:
             from .backends._auto import AutoBackend
 
-            return AutoBackend(count, start_method, total)
+            return AutoBackend(count, start_method, total, threads=threads)
     elif start_method is not None and not backends.BACKENDS[backend].processes:
         raise ValueError(f"{api}(): start_method= does not apply to the {backend!r} backend")
-    return backends.create(backend, count, start_method)
+    return backends.create(backend, count, start_method, threads)
 
 
 def _prepare(
@@ -202,6 +212,12 @@ def _prepare(
         check_callable(api, initializer, "initializer")
     if not isinstance(initargs, tuple):
         raise TypeError(f"{api}(): initargs must be a tuple, got {type(initargs).__name__}")
+    seed = options.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"{api}(): seed must be an int or None, got {type(seed).__name__}")
+    limit_threads = options.get("limit_threads", True)
+    if not isinstance(limit_threads, bool):
+        raise TypeError(f"{api}(): limit_threads must be True or False")
     check_callable(api, fn)
     if not iterables:
         raise TypeError(f"{api}(): needs at least one iterable after the function")
@@ -211,13 +227,15 @@ def _prepare(
     check_timeout(api, timeout)
     check_start_method(api, start_method)
     total = _known_length(iterables)
-    chosen = _choose_backend(api, backend, workers, start_method, total)
+    chosen = _choose_backend(api, backend, workers, start_method, total, limit_threads)
     if timeout is not None and not chosen.timeouts:
         raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
+    items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
+    if seed is not None:  # the index travels with each item; see _seeded
+        fn, star, items = Seeded(fn, seed, star), False, enumerate(items)
     call = Call(fn, star, timeout, initializer, initargs)
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
-    items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     progress = make_progress(api, options.get("progress", False), total)
     return _Plan(chosen, call, items, ChunkSizer(chosen.workers, total, chunksize), progress)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._api import default_workers, imap, pmap
+from ._progress import bar_class
 
 __all__ = ["main"]
 
@@ -227,6 +228,7 @@ def bench(
     table = runners()
     rows: list[Row] = []
     jobs = [(w, r, n) for w in chosen for r in table for n in counts]
+    progress = bar(len(jobs))
     for done, (name, runner, workers) in enumerate(jobs):
         w = suite[name]
         if not rows or rows[-1].workload != name:
@@ -234,22 +236,29 @@ def bench(
             loop()  # warm up: imports, caches, a BLAS library's thread pool
             baseline = measure(loop, repeats)
             rows.append(Row(name, "serial loop", 1, baseline, 1.0, 1.0))
-        progress(done, len(jobs), f"{name} / {runner} / {workers} workers")
+        progress(done, f"{name} / {runner} / {workers} workers")
         seconds = measure(functools.partial(table[runner], w, workers), repeats)
         speedup = baseline / seconds
         rows.append(Row(name, runner, workers, seconds, speedup, speedup / workers))
-    progress(len(jobs), len(jobs), "done")
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    progress(len(jobs), "done")
     return rows
 
 
-def progress(done: int, total: int, what: str) -> None:
-    line = f"[{done}/{total}] {what}"
-    if sys.stderr.isatty():
-        print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
-    else:
-        print(line, file=sys.stderr, flush=True)
+def bar(total: int) -> Callable[[int, str], None]:
+    """The bench's progress: a tqdm bar when tqdm is installed (as ``progress=True`` draws),
+    else a line per measurement."""
+    try:
+        shown = bar_class()(total=total, unit="run")
+    except ImportError:
+        return lambda done, what: print(f"[{done}/{total}] {what}", file=sys.stderr, flush=True)
+
+    def update(done: int, what: str) -> None:
+        shown.set_description_str(what)
+        shown.update(done - shown.n)
+        if done == total:
+            shown.close()
+
+    return update
 
 
 def machine() -> dict[str, Any]:

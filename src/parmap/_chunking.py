@@ -2,11 +2,13 @@
 
 With ``chunksize=`` given, that many, always. Otherwise the sizer learns: the first chunks hold
 one item each (nothing is known yet, and a slow function must not be bunched onto one worker);
-each finished chunk reports how long the worker spent on it, and later chunks are sized to take
-about ``TARGET_SECONDS``, so the per-chunk cost of a round trip (100-300 us) stays around one
-percent of the work. When the number of items is known, no chunk takes more than a
-``1 / (2 * workers)`` share of what remains, so the last chunks shrink and no worker is left
-holding a long tail while the others idle.
+each finished chunk reports how long the worker spent on it; a chunk is at most twice the
+largest that has finished (joblib grows its batches the same way), and within that, sized to
+take about ``TARGET_SECONDS`` by an estimate of the cost per item that rises at once and falls
+slowly, so the per-chunk cost of a round trip (100-300 us) stays around one percent of the work.
+When the number of items is known, no chunk takes more than a ``1 / (2 * workers)`` share of
+what remains, so the last chunks shrink and no worker is left holding a long tail while the
+others idle.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ __all__ = ["ChunkSizer"]
 TARGET_SECONDS = 0.02
 #: Never more items than this in one chunk (bounds memory per chunk in ``imap``).
 MAX_ITEMS = 1 << 16
-#: Weight of the newest measurement in the running estimate of seconds per item.
-SMOOTHING = 0.5
+#: How fast the estimate of seconds per item falls towards a cheaper measurement (it rises to
+#: a dearer one at once: with uneven items, chunks sized for the cheap ones would bunch the
+#: dear ones together, and a small chunk costs only a round trip of ~0.2 ms).
+SMOOTHING = 0.2
 
 
 class ChunkSizer:
@@ -28,6 +32,9 @@ class ChunkSizer:
         self.fixed = fixed
         #: Estimated seconds per item, once a chunk has finished.
         self.per_item: float | None = None
+        #: The largest chunk that has finished: the next is at most twice that (one cheap item
+        #: must not size a chunk that turns out to hold half the work).
+        self.largest = 0
 
     def next_size(self, position: int) -> int:
         """Size of the chunk that starts at item ``position``."""
@@ -36,6 +43,7 @@ class ChunkSizer:
         size = 1
         if self.per_item is not None:
             size = int(TARGET_SECONDS / self.per_item) if self.per_item > 0 else MAX_ITEMS
+            size = min(size, 2 * self.largest)
         if self.total is not None:
             share = -(-(self.total - position) // (2 * self.workers))
             size = min(size, share)
@@ -45,8 +53,9 @@ class ChunkSizer:
         """A chunk of ``items`` took the worker ``seconds``."""
         if items <= 0 or self.fixed is not None:
             return
+        self.largest = max(self.largest, items)
         sample = seconds / items
-        if self.per_item is None:
+        if self.per_item is None or sample > self.per_item:
             self.per_item = sample
         else:
             self.per_item += SMOOTHING * (sample - self.per_item)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._errors import BackendUnavailableError
 
-__all__ = ["Progress", "ProgressOption", "make_progress"]
+__all__ = ["Progress", "ProgressOption", "bar_class", "make_progress"]
 
 ProgressOption = bool | Callable[[int, int | None], object]
 
@@ -37,22 +37,26 @@ class Progress:
             self._bar.close()
 
 
+def bar_class() -> Any:
+    """``tqdm.auto.tqdm`` without its monitor thread (it only tunes bars updated per item, and
+    tqdm.auto's class cannot stop it once started: it outlives every bar). ImportError
+    without tqdm."""
+    tqdm = importlib.import_module("tqdm.auto").tqdm
+    return type("ParmapBar", (tqdm,), {"monitor_interval": 0})
+
+
 def make_progress(api: str, option: object, total: int | None) -> Progress | None:
     """Check ``progress=`` at call time; the reporter, or None for no progress."""
     if option is False or option is None:
         return None
     if option is True:
         try:
-            tqdm = importlib.import_module("tqdm.auto").tqdm
+            bar = bar_class()(total=total, unit="item", desc=api)
         except ImportError as exc:
             raise BackendUnavailableError(
                 f"{api}(): progress=True draws a tqdm bar and tqdm is not installed: "
                 "pip install 'parmap-typed[progress]' (or pass a callable)"
             ) from exc
-        # Without tqdm's monitor thread: it only tunes bars updated per item, and tqdm.auto's
-        # class cannot stop it once started (it outlives every bar).
-        bar_class = type("ParmapBar", (tqdm,), {"monitor_interval": 0})
-        bar = bar_class(total=total, unit="item", desc=api)
         return Progress(lambda done, _: bar.update(done - bar.n), total, bar)
     if callable(option):
         return Progress(option, total)

@@ -34,16 +34,25 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def dumps(obj: object) -> bytes:
-    """Pickle data: the standard pickler first, cloudpickle for what it refuses."""
+def dumps(obj: object, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+    """Pickle data: the standard pickler first, cloudpickle for what it refuses.
+
+    With ``buffers``, large contiguous buffers (numpy arrays) are not copied into the stream
+    but appended there, out of band (pickle protocol 5), to travel on their own.
+    """
+    callback = None if buffers is None else buffers.append
     try:
-        return pickle.dumps(obj, PROTOCOL)
+        return pickle.dumps(obj, PROTOCOL, buffer_callback=callback)
     except _FAILURES:
-        data: bytes = cloudpickle.dumps(obj, PROTOCOL)
+        if buffers is not None:
+            buffers.clear()
+        data: bytes = cloudpickle.dumps(obj, PROTOCOL, buffer_callback=callback)
         return data
 
 
-loads = pickle.loads
+def loads(data: bytes | memoryview, buffers: list[bytearray] | None = None) -> Any:
+    """Unpickle, with the out-of-band buffers :func:`dumps` set aside, if any."""
+    return pickle.loads(data, buffers=buffers)
 
 
 def dumps_callable(fn: Callable[..., object], error: type[SerializationError]) -> bytes:
@@ -77,11 +86,15 @@ def dumps_task(
 
 
 def dumps_items(
-    items: Sequence[Any], start: int, what: str, error: type[SerializationError]
+    items: Sequence[Any],
+    start: int,
+    what: str,
+    error: type[SerializationError],
+    buffers: list[pickle.PickleBuffer] | None = None,
 ) -> bytes:
     """Pickle a chunk; if that fails, find the first item that does and name it in ``error``."""
     try:
-        return dumps(items)
+        return dumps(items, buffers)
     except _FAILURES as exc:
         first: BaseException = exc
     for offset, item in enumerate(items):

@@ -22,11 +22,14 @@ worker notices within a quarter of a second and exits instead of lingering as an
 
 from __future__ import annotations
 
+import importlib
 import operator
 import os
+import pickle
 import select
 import signal
 import struct
+import sys
 import threading
 import time
 import traceback
@@ -243,8 +246,17 @@ def leave_local(before: Any) -> None:
     _LOCAL.state = before
 
 
-def run_chunk(start: int, payload: bytes | memoryview) -> bytes:
-    """Run one chunk with the installed function; return the pickled reply. Never raises."""
+def run_chunk(
+    start: int,
+    payload: bytes | memoryview,
+    buffers: list[bytearray] | None = None,
+    out: list[pickle.PickleBuffer] | None = None,
+) -> bytes:
+    """Run one chunk with the installed function; return the pickled reply. Never raises.
+
+    ``buffers``: the chunk's out-of-band buffers; ``out``: where to set aside the results'
+    (see ``_serialize.dumps``), for a caller that sends them on their own.
+    """
     board, base = _STATE.board, _STATE.base
     if _STATE.install_error is not None:
         phase, what, tb = _STATE.install_error
@@ -253,13 +265,15 @@ def run_chunk(start: int, payload: bytes | memoryview) -> bytes:
         board[base + CHUNK] = start
         board[base + INDEX] = RECEIVING
     try:
-        items = loads(payload)
+        items = loads(payload, buffers)
     except BaseException as exc:
         return dumps(("error", start, ("task-unpickle", describe(exc)), [], _traceback(exc)))
-    return run_items(start, items)
+    return run_items(start, items, out)
 
 
-def run_items(start: int, items: Sequence[Any]) -> bytes:
+def run_items(
+    start: int, items: Sequence[Any], out: list[pickle.PickleBuffer] | None = None
+) -> bytes:
     """Run the installed function over items already here; return the pickled reply."""
     board, base = _STATE.board, _STATE.base
     assert _STATE.fn is not None
@@ -267,8 +281,10 @@ def run_items(start: int, items: Sequence[Any]) -> bytes:
     results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timed)
     if exc is None:
         try:
-            return dumps(("ok", results, time.perf_counter() - began))
+            return dumps(("ok", results, time.perf_counter() - began), out)
         except (Exception, SystemExit):
+            if out is not None:
+                out.clear()
             return _unpicklable_result(results, start)
     index = start + len(results)
     tb = _traceback(exc)
@@ -307,11 +323,13 @@ def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload
     return run_chunk(start, payload)
 
 
-def decode(data: bytes, start: int, count: int) -> tuple[list[Any], float, Failure | None]:
+def decode(
+    data: bytes | memoryview, start: int, count: int, buffers: list[bytearray] | None = None
+) -> tuple[list[Any], float, Failure | None]:
     """Read a reply in the caller: the results (up to the failure, if any), seconds, failure."""
     items = f"items {start}..{start + count - 1}" if count > 1 else f"item {start}"
     try:
-        reply = loads(data)
+        reply = loads(data, buffers)
     except (Exception, SystemExit) as exc:
         error = ResultUnpicklingError(
             f"the results of {items} could not be unpickled: {describe(exc)}", index=start
@@ -392,10 +410,37 @@ def _exists(pid: int) -> bool:  # pragma: no cover - kernels without pidfd
     return True
 
 
-def become_worker(caller: int) -> None:
-    """Ctrl-C is the caller's to handle: a terminal sends SIGINT to the whole process group."""
+#: What BLAS and OpenMP libraries read for their thread counts, when they start.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def become_worker(caller: int, threads: int | None = None) -> None:
+    """Set up a worker process: Ctrl-C is the caller's to handle (a terminal sends SIGINT to
+    the whole process group); exit when the caller dies; at most ``threads`` BLAS/OpenMP
+    threads, so that workers x threads does not oversubscribe the cores (a variable you set
+    yourself is kept; libraries a forked worker inherited already started are limited through
+    threadpoolctl, when it is installed); and a random state of its own for numpy, which,
+    unlike ``random``, a forked child would otherwise share with its siblings."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch_caller(caller)
+    if threads is not None:
+        for variable in THREAD_VARIABLES:
+            os.environ.setdefault(variable, str(threads))
+        try:
+            threadpoolctl = importlib.import_module("threadpoolctl")
+        except ImportError:
+            pass
+        else:
+            threadpoolctl.threadpool_limits(threads)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
 
 
 def attach_board(board: Board | None, slot: int | None) -> None:
@@ -407,10 +452,16 @@ def attach_board(board: Board | None, slot: int | None) -> None:
 
 
 def pool_initializer(
-    caller: int, board: Board, counter: Any, fn_bytes: bytes, star: bool, timed: bool
+    caller: int,
+    threads: int | None,
+    board: Board,
+    counter: Any,
+    fn_bytes: bytes,
+    star: bool,
+    timed: bool,
 ) -> None:
     """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers."""
-    become_worker(caller)
+    become_worker(caller, threads)
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
@@ -418,9 +469,11 @@ def pool_initializer(
     install(fn_bytes, star, timed)
 
 
-def process_main(conn: Connection, caller: int, board: Board, slot: int) -> None:
+def process_main(
+    conn: Connection, caller: int, threads: int | None, board: Board, slot: int
+) -> None:
     """The loop of a ``"process"`` backend worker: one pipe in, one pipe out, until told to quit."""
-    become_worker(caller)
+    become_worker(caller, threads)
     attach_board(board, slot)
     while True:
         try:
@@ -430,7 +483,10 @@ def process_main(conn: Connection, caller: int, board: Board, slot: int) -> None
         tag = message[:1]
         if tag == TAG_CHUNK:
             (start,) = _START.unpack_from(message, 1)
-            conn.send_bytes(run_chunk(start, memoryview(message)[1 + _START.size :]))
+            payload, sizes = split_framed(memoryview(message)[1 + _START.size :])
+            buffers = receive_buffers(conn, sizes)
+            out: list[pickle.PickleBuffer] = []
+            send_framed(conn, run_chunk(start, payload, buffers, out), out)
         elif tag == TAG_FUNCTION:
             flags = message[1]
             install(message[2:], star=bool(flags & 1), timed=bool(flags & 2))
@@ -440,9 +496,43 @@ def process_main(conn: Connection, caller: int, board: Board, slot: int) -> None
             return
 
 
+# Framing for out-of-band buffers on a pipe: a message holds the buffer count, their sizes and
+# the pickle; each buffer follows as a message of its own, written straight from the array's
+# memory and read straight into the memory the array is then built on (no copies through
+# pickle streams). The receiver knows each size before reading, so each buffer is writable.
+_COUNT = struct.Struct("<I")
+
+
+def frame(main: bytes, buffers: Sequence[pickle.PickleBuffer]) -> bytes:
+    sizes = [memoryview(b).nbytes for b in buffers]
+    return _COUNT.pack(len(sizes)) + struct.pack(f"<{len(sizes)}Q", *sizes) + main
+
+
+def split_framed(message: memoryview) -> tuple[memoryview, list[int]]:
+    """A framed message's pickle, and the sizes of the buffers that follow it."""
+    (count,) = _COUNT.unpack_from(message, 0)
+    sizes = list(struct.unpack_from(f"<{count}Q", message, _COUNT.size))
+    return message[_COUNT.size + 8 * count :], sizes
+
+
+def send_framed(conn: Connection, main: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
+    conn.send_bytes(frame(main, buffers))
+    for buffer in buffers:
+        conn.send_bytes(buffer.raw())
+
+
+def receive_buffers(conn: Connection, sizes: Sequence[int]) -> list[bytearray]:
+    buffers = []
+    for size in sizes:
+        buffer = bytearray(size)
+        conn.recv_bytes_into(buffer)
+        buffers.append(buffer)
+    return buffers
+
+
 def function_message(fn_bytes: bytes, star: bool, timed: bool) -> bytes:
     return TAG_FUNCTION + bytes([int(star) | (int(timed) << 1)]) + fn_bytes
 
 
-def chunk_message(start: int, payload: bytes) -> bytes:
-    return TAG_CHUNK + _START.pack(start) + payload
+def chunk_message(start: int, payload: bytes, buffers: Sequence[pickle.PickleBuffer]) -> bytes:
+    return TAG_CHUNK + _START.pack(start) + frame(payload, buffers)

@@ -17,12 +17,14 @@ from ._base import Call as Call
 from ._base import Chunk as Chunk
 from ._base import FutureBackend as FutureBackend
 from ._base import Outcome as Outcome
+from ._dask import DaskBackend as DaskBackend
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "Call",
     "Chunk",
+    "DaskBackend",
     "FutureBackend",
     "Outcome",
     "create",
@@ -44,11 +46,15 @@ BACKENDS: dict[str, _Entry] = {
     "futures": _Entry("._futures", "FuturesBackend", True),
     "thread": _Entry("._thread", "ThreadBackend", False),
     "serial": _Entry("._serial", "SerialBackend", False),
+    "dask": _Entry("._dask", "DaskBackend", False, "dask"),
 }
 
 
-def create(name: str, workers: int, start_method: str | None) -> Backend:
-    """Build the backend registered as ``name``."""
+def create(
+    name: str, workers: int, start_method: str | None, threads: int | None = None
+) -> Backend:
+    """Build the backend registered as ``name``; ``threads``: the BLAS/OpenMP thread limit for
+    the worker processes it starts (None: none)."""
     entry = BACKENDS[name]
     try:
         module = importlib.import_module(entry.module, __name__)
@@ -59,7 +65,13 @@ def create(name: str, workers: int, start_method: str | None) -> Backend:
             f"pip install 'parmap-typed[{extra}]' ({exc})"
         ) from exc
     cls = getattr(module, entry.cls)
-    backend: Backend = cls(workers, start_method) if entry.processes else cls(workers)
+    if hasattr(cls, "from_name"):  # a backend that finds its engine by itself
+        found: Backend = cls.from_name(workers, start_method)
+        return found
+    if entry.processes:
+        made: Backend = cls(workers, start_method, threads=threads)
+        return made
+    backend: Backend = cls(workers)
     return backend
 
 

@@ -1,4 +1,4 @@
-"""``"auto"``: measure first, then run in the calling thread or with worker processes too.
+"""``"auto"``: measure first, then run in the calling thread or on worker processes.
 
 Parallelism costs: starting workers (nothing when warm workers are kept from an earlier call),
 and, for every item, pickling it and its result in the caller, which no number of workers can
@@ -6,10 +6,9 @@ share. It pays only when the function costs clearly more than that per item. So 
 chunks run right here, timed, and their items and results are pickled once more to time the
 shipping; then :func:`worth_it` decides, once per call. Work that is too cheap per item, or too
 little in all to pay for starting workers, keeps running here (and ``pmap`` then maps the rest
-of the input in one go, with no chunking at all). Otherwise ``workers - 1`` worker processes
-start and the calling thread keeps computing as the last worker: it runs a chunk whenever the
-workers have all the work they can hold, so the machine's cores are all busy and none is
-oversubscribed, and the time spent probing is not lost.
+of the input in one go, with no chunking at all). Otherwise the rest goes to a ``"process"``
+backend. (The caller computing as one of the workers was tried: it cannot feed its workers while
+it runs a long item, and lost badly on uneven items.)
 
 Workers start only once the probe says they pay. (Feeding warm workers during the probe was
 tried: it ships the function, a large closure included, even to calls that then stay here.)
@@ -17,8 +16,8 @@ What a probe measures is remembered per function (weakly): a function found cost
 workers at once on its next call, so repeated calls lose no time probing. A function found
 cheap is probed again: its memory could only cost parallelism, never save time.
 
-A ``timeout=`` needs a worker that can be killed: such calls go to worker processes at once,
-without the caller computing. Running items in the caller means a function that crashes its
+A ``timeout=`` needs a worker that can be killed: such calls go to worker processes at once.
+Running items in the caller means a function that crashes its
 process crashes the caller: name ``backend="process"`` to isolate every item.
 """
 
@@ -48,8 +47,6 @@ MARGIN = 1.5
 #: What the caller spends per item beyond pickling when workers run it (pipe writes and reads,
 #: reordering): from the "trivial" bench workload, rounded up.
 PER_ITEM_OVERHEAD = 2e-7
-#: While the caller computes alongside the workers, how often it looks at them.
-FEED_EVERY = 0.001
 #: What starting workers costs (fork; spawn costs more), and when warm workers wait.
 COLD_START = 0.05
 WARM_START = 0.002
@@ -80,14 +77,22 @@ def worth_it(
 class AutoBackend(Backend):
     name = "auto"
 
-    def __init__(self, workers: int, start_method: str | None, total: int | None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        start_method: str | None,
+        total: int | None,
+        *,
+        threads: int | None = None,
+    ) -> None:
         self.workers = workers
+        self._threads = threads
         self.pickles = False  # decided later; the function is pickled then, if needed
         self._start_method = start_method
         self._total = total
         self._call: Call | None = None
         self._queue: deque[Chunk] = deque()  # chunks the caller will run
-        self._pool: ProcessBackend | None = None  # workers - 1 processes, once they pay
+        self._pool: ProcessBackend | None = None  # the worker processes, once they pay
         self._probed = 0
         self._seconds = 0.0
         self._ship = 0.0
@@ -105,7 +110,7 @@ class AutoBackend(Backend):
         self._probed, self._seconds, self._ship = 0, 0.0, 0.0
         if call.timeout is not None:
             self.decision = "process"
-            self._pool = ProcessBackend(self.workers, self._start_method)
+            self._pool = ProcessBackend(self.workers, self._start_method, threads=self._threads)
             self._pool.start(call)  # a function that will not pickle: raised, as it must be
         elif self._known_costly(call.fn):
             self._go_parallel()
@@ -134,46 +139,9 @@ class AutoBackend(Backend):
             return self._probe(self._queue.popleft())
         if self._pool is None:
             return [self._run_here(self._queue.popleft())]
-        if self._call.timeout is not None:
-            return self._pool.wait()
-        # Once the input is all read, a worker gets a chunk only when it has none: the caller
-        # takes the rest, so no worker is left with a queue while the caller idles at the end.
-        self._feed()
-        ready = self._pool.poll()
-        if ready or not self._queue:
-            return ready or self._pool.wait()
-        # The workers hold all they can: the caller computes the next chunk itself.
-        return self._compute_alongside(self._queue.popleft())
-
-    def _feed(self) -> None:
-        """Give the workers what they can hold. Once the input is all read, a worker gets a
-        chunk only when it has none: the caller takes the rest, so no worker is left with a
-        queue while the caller idles at the end."""
-        assert self._pool is not None
-        last = self._queue[-1].stop if self._queue else 0
-        tail = self._total is not None and last >= self._total
-        while self._queue and self._pool.idle_capacity(depth=1 if tail else None) > 0:
+        while self._queue:  # the chunks queued while probing
             self._pool.submit(self._queue.popleft())
-
-    def _compute_alongside(self, chunk: Chunk) -> list[Outcome]:
-        """Run a chunk here item by item, topping the workers up between items (at most every
-        ``FEED_EVERY`` seconds): a caller busy with one long item must not starve them."""
-        assert self._pool is not None
-        assert self._call is not None
-        outcomes: list[Outcome] = []
-        results: list[Any] = []
-        began = last_feed = time.perf_counter()
-        for offset, item in enumerate(chunk.items):
-            one = self._call.run_here(Chunk(chunk.start + offset, [item]))
-            results += one.results
-            if one.failure is not None:
-                return [Outcome(chunk, results, one.failure), *outcomes, *self._pool.poll()]
-            if time.perf_counter() - last_feed > FEED_EVERY:
-                outcomes += self._pool.poll()
-                self._feed()
-                last_feed = time.perf_counter()
-        seconds = time.perf_counter() - began
-        return [Outcome(chunk, results, None, seconds), *outcomes, *self._pool.poll()]
+        return self._pool.wait()
 
     def stop(self, *, abort: bool) -> None:
         self._queue.clear()
@@ -186,9 +154,9 @@ class AutoBackend(Backend):
         return run_in_caller(self._call, chunk)
 
     def _go_parallel(self) -> None:
-        """Start ``workers - 1`` processes; stay here if the function will not pickle."""
+        """Hand the work to worker processes; stay here if the function will not pickle."""
         assert self._call is not None
-        pool = ProcessBackend(self.workers - 1, self._start_method)
+        pool = ProcessBackend(self.workers, self._start_method, threads=self._threads)
         try:
             pool.start(self._call)
         except TaskPicklingError:
@@ -203,9 +171,9 @@ class AutoBackend(Backend):
             self._measure(chunk, outcome)
         return [outcome]
 
-    def _key(self) -> tuple[str, int]:
+    def _key(self) -> tuple[str, int, int | None]:
         method = multiprocessing.get_context(self._start_method).get_start_method()
-        return method, self.workers - 1
+        return method, self.workers, self._threads
 
     def _measure(self, chunk: Chunk, outcome: Outcome) -> None:
         began = time.perf_counter()

@@ -18,6 +18,7 @@ Two ways to write one:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import pickle
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, MutableSequence
@@ -90,9 +91,10 @@ class Chunk:
         last = self.stop - 1
         return f"item {self.start}" if last == self.start else f"items {self.start}..{last}"
 
-    def payload(self) -> bytes:
-        """The items pickled, or :class:`TaskPicklingError` naming the first that will not."""
-        return dumps_items(self.items, self.start, "item", TaskPicklingError)
+    def payload(self, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+        """The items pickled, or :class:`TaskPicklingError` naming the first that will not;
+        with ``buffers``, large arrays are set aside there (see ``_serialize.dumps``)."""
+        return dumps_items(self.items, self.start, "item", TaskPicklingError, buffers)
 
 
 @dataclass
@@ -110,8 +112,10 @@ class Outcome:
         return cls(chunk, [], (index, error))
 
     @classmethod
-    def from_reply(cls, chunk: Chunk, data: bytes) -> Outcome:
-        results, seconds, failure = decode(data, chunk.start, len(chunk.items))
+    def from_reply(
+        cls, chunk: Chunk, data: bytes | memoryview, buffers: list[bytearray] | None = None
+    ) -> Outcome:
+        results, seconds, failure = decode(data, chunk.start, len(chunk.items), buffers)
         return cls(chunk, results, failure, seconds)
 
 

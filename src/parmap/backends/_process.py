@@ -31,16 +31,26 @@ import contextlib
 import multiprocessing
 import multiprocessing.util
 import os
+import pickle
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .._board import INITIALIZING, Board
 from .._errors import TaskPicklingError, WorkerCrashedError
-from .._worker import TAG_QUIT, TAG_RELEASE, chunk_message, function_message, process_main
+from .._worker import (
+    TAG_QUIT,
+    TAG_RELEASE,
+    chunk_message,
+    function_message,
+    process_main,
+    receive_buffers,
+    split_framed,
+)
 from ._base import (
     Backend,
     Call,
@@ -65,18 +75,40 @@ QUIT_GRACE = 5.0
 OVERRUN_POLL = 0.25
 
 
+@dataclass
+class _Job:
+    """A chunk ready to send: its message and the out-of-band buffers that follow it."""
+
+    chunk: Chunk
+    message: bytes
+    buffers: list[pickle.PickleBuffer]
+
+    @property
+    def size(self) -> int:
+        return len(self.message) + sum(memoryview(b).nbytes for b in self.buffers)
+
+
 class _Worker:
     def __init__(self, proc: BaseProcess, conn: Connection, slot: int) -> None:
         self.proc, self.conn, self.slot = proc, conn, slot
-        #: The chunks sent to this worker and not yet answered, with their messages.
-        self.held: deque[tuple[Chunk, bytes]] = deque()
+        #: The chunks sent to this worker and not yet answered.
+        self.held: deque[_Job] = deque()
 
 
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, workers: int, start_method: str | None, *, warm: bool = True) -> None:
+    def __init__(
+        self,
+        workers: int,
+        start_method: str | None,
+        *,
+        threads: int | None = None,
+        warm: bool = True,
+    ) -> None:
         self.workers = workers
+        #: BLAS/OpenMP threads per worker (None: no limit); see ``_worker.become_worker``.
+        self.threads = threads
         #: Whether to take workers from ``WARM`` and give them back after a call that ends well.
         self.warm = warm
         # Any: typeshed's BaseContext has no Process (its subclasses do).
@@ -85,7 +117,7 @@ class ProcessBackend(Backend):
         self._board: Board | None = None
         self._call: Call | None = None
         self._function = b""
-        self._backlog: deque[tuple[Chunk, bytes]] = deque()
+        self._backlog: deque[_Job] = deque()
         self._ready: list[Outcome] = []
         self._respawns = 0
 
@@ -106,13 +138,14 @@ class ProcessBackend(Backend):
             self._send(worker, self._function)
 
     def submit(self, chunk: Chunk) -> None:
+        buffers: list[pickle.PickleBuffer] = []
         try:
-            payload = chunk.payload()
+            payload = chunk.payload(buffers)
         except TaskPicklingError as error:
             index = chunk.start if error.index is None else error.index
             self._ready.append(Outcome.failed(chunk, index, error))
             return
-        self._backlog.append((chunk, chunk_message(chunk.start, payload)))
+        self._backlog.append(_Job(chunk, chunk_message(chunk.start, payload, buffers), buffers))
         self._dispatch()
 
     def wait(self) -> list[Outcome]:
@@ -121,25 +154,13 @@ class ProcessBackend(Backend):
         outcomes, self._ready = self._ready, []
         return outcomes
 
-    def poll(self) -> list[Outcome]:
-        """The outcomes there are now, without blocking (for a caller that also computes)."""
-        self._pump(0)
-        outcomes, self._ready = self._ready, []
-        return outcomes
-
-    def idle_capacity(self, depth: int | None = None) -> int:
-        """Chunks the workers could take now, each holding up to ``depth`` (default ``DEPTH``),
-        without queueing in the backlog."""
-        most = DEPTH if depth is None else depth
-        return sum(max(0, most - len(w.held)) for w in self._pool) - len(self._backlog)
-
     def _pump(self, timeout: float | None) -> None:
         """One look at every pipe and sentinel: read replies, notice deaths, dispatch."""
         # Map handles to workers before acting on any: replacing a dead worker can hand its
         # closed sentinel's fd number to the new worker's sentinel.
         conns = {w.conn: w for w in self._pool if w.held}
         sentinels = {w.proc.sentinel: w for w in self._pool}
-        ready = wait([*conns, *sentinels], timeout)
+        ready = wait([*conns, *sentinels], timeout)  # timeout None: until something happens
         for handle in ready:
             if handle in conns:
                 self._receive(conns[handle])
@@ -163,8 +184,8 @@ class ProcessBackend(Backend):
             pool, self._pool = self._pool, []
             stop_workers(pool)
 
-    def _key(self) -> tuple[str, int]:
-        return self._ctx.get_start_method(), self.workers
+    def _key(self) -> WarmKey:
+        return self._ctx.get_start_method(), self.workers, self.threads
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -172,16 +193,20 @@ class ProcessBackend(Backend):
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
-            args=(theirs, os.getpid(), self._board, slot),
+            args=(theirs, os.getpid(), self.threads, self._board, slot),
             name=f"parmap-worker-{slot}",
         )
         proc.start()
         theirs.close()
         return _Worker(proc, ours, slot)
 
-    def _send(self, worker: _Worker, message: bytes) -> bool:
+    def _send(
+        self, worker: _Worker, message: bytes, buffers: list[pickle.PickleBuffer] | None = None
+    ) -> bool:
         try:
             worker.conn.send_bytes(message)
+            for buffer in buffers or ():
+                worker.conn.send_bytes(buffer.raw())
         except OSError:  # the worker died; its sentinel says how
             self._lost(worker)
             return False
@@ -191,21 +216,26 @@ class ProcessBackend(Backend):
         while self._backlog:
             job = self._backlog[0]
             worker = min(self._pool, key=lambda w: len(w.held))
-            if worker.held and (len(worker.held) >= DEPTH or len(job[1]) > PREFETCH_BYTES):
+            if worker.held and (len(worker.held) >= DEPTH or job.size > PREFETCH_BYTES):
                 return
             self._backlog.popleft()
             worker.held.append(job)
-            self._send(worker, job[1])
+            self._send(worker, job.message, job.buffers)
 
     def _receive(self, worker: _Worker) -> None:
         if worker not in self._pool:
             return
         try:
-            data = worker.conn.recv_bytes()
+            outcome = self._read_reply(worker)
         except (EOFError, OSError):
             self._lost(worker)
             return
-        self._ready.append(Outcome.from_reply(worker.held.popleft()[0], data))
+        self._ready.append(outcome)
+
+    def _read_reply(self, worker: _Worker) -> Outcome:
+        main, sizes = split_framed(memoryview(worker.conn.recv_bytes()))
+        buffers = receive_buffers(worker.conn, sizes)
+        return Outcome.from_reply(worker.held.popleft().chunk, main, buffers)
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: report the chunk it ran, requeue the ones it had not started."""
@@ -220,7 +250,7 @@ class ProcessBackend(Backend):
         if view.index == INITIALIZING and self._call is not None:
             raise initializer_crash(self._call, view, exitcode)
         if worker.held:
-            chunk = worker.held.popleft()[0]
+            chunk = worker.held.popleft().chunk
             self._ready.append(Outcome(chunk, [], crash_failure(chunk, view, exitcode, pid)))
         self._replace(worker)
 
@@ -229,10 +259,9 @@ class ProcessBackend(Backend):
         try:
             if not worker.conn.poll():
                 return False
-            data = worker.conn.recv_bytes()
+            self._ready.append(self._read_reply(worker))
         except (EOFError, OSError):
             return False
-        self._ready.append(Outcome.from_reply(worker.held.popleft()[0], data))
         return True
 
     def _replace(self, worker: _Worker) -> None:
@@ -264,10 +293,10 @@ class ProcessBackend(Backend):
         timeout = self._call.timeout
         for view in overdue(self._board, timeout):
             worker = self._pool[view.slot]
-            if not worker.held or view.index not in worker.held[0][0]:
+            if not worker.held or view.index not in worker.held[0].chunk:
                 continue
             worker.proc.kill()
-            chunk = worker.held.popleft()[0]
+            chunk = worker.held.popleft().chunk
             self._ready.append(Outcome(chunk, [], timeout_failure(view, timeout)))
             self._replace(worker)
 
@@ -290,6 +319,8 @@ def stop_workers(pool: list[_Worker]) -> None:
         worker.proc.close()
 
 
+#: Workers are kept per start method, worker count and BLAS thread limit.
+WarmKey = tuple[str, int, "int | None"]
 #: A set of idle workers and the board they write to.
 _Kept = tuple[Board, list[_Worker]]
 
@@ -308,15 +339,15 @@ class WarmPools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, int], _Kept] = {}
+        self._idle: dict[WarmKey, _Kept] = {}
         self._finalizer: multiprocessing.util.Finalize | None = None
         self._finalizer_pid = 0
 
-    def take(self, key: tuple[str, int]) -> _Kept | None:
+    def take(self, key: WarmKey) -> _Kept | None:
         with self._lock:
             return self._idle.pop(key, None)
 
-    def give(self, key: tuple[str, int], kept: _Kept) -> None:
+    def give(self, key: WarmKey, kept: _Kept) -> None:
         with self._lock:
             fresh = self._finalizer is None or self._finalizer_pid != os.getpid()
             if fresh or not self._finalizer.still_active():  # type: ignore[union-attr]
@@ -328,7 +359,7 @@ class WarmPools:
                 return
         stop_workers(kept[1])  # another call's set is already kept
 
-    def has(self, key: tuple[str, int]) -> bool:
+    def has(self, key: WarmKey) -> bool:
         return key in self._idle
 
     def shutdown(self) -> None:

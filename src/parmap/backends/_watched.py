@@ -42,9 +42,12 @@ BROKEN_JOIN = 2.0
 
 
 class WatchedPool(FutureBackend):
-    def __init__(self, workers: int, start_method: str | None) -> None:
+    def __init__(
+        self, workers: int, start_method: str | None, *, threads: int | None = None
+    ) -> None:
         super().__init__()
         self.workers = workers
+        self.threads = threads
         self._ctx: BaseContext = multiprocessing.get_context(start_method)
         self._board = Board.local(1)
         self._procs: dict[int, BaseProcess] = {}
@@ -76,7 +79,8 @@ class WatchedPool(FutureBackend):
         timed = call.timeout is not None
         self._procs = {}
         self._suspects: dict[int, float] = {}
-        self._open((os.getpid(), self._board, counter, call.fn_bytes, call.star, timed))
+        args = (os.getpid(), self.threads, self._board, counter, call.fn_bytes, call.star, timed)
+        self._open(args)
         self._track()
 
     def _track(self) -> None:

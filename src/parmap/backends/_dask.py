@@ -1,0 +1,128 @@
+"""``"dask"`` / ``DaskBackend``: chunks as tasks on a Dask distributed cluster.
+
+Facts about distributed this follows (measured with 2026.8 on two cores): a task costs about
+1.7 ms to schedule, so items travel in chunks sized like local ones (10k trivial items: 16.7 s
+one task each, 0.03 s in chunks of 1000); each chunk is one opaque ``bytes`` object (a plain list
+costs ~20 us per element to schedule); ``pure=True``, the default, merges identical calls, so
+every submit says ``pure=False``; the scheduler unpickles what it is given, so the function
+travels as cloudpickled bytes, scattered to the workers once per call; a worker that dies
+mid-task is retried by Dask and ends in ``KilledWorker``, reported as ``WorkerCrashedError`` with
+the Dask error as its cause. On an error or an early close the outstanding tasks are cancelled.
+A client passed in is never closed by parmap; a client parmap opened (from ``address=``) is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import uuid
+from typing import Any
+
+from .._errors import BackendUnavailableError, WorkerCrashedError
+from .._worker import run_chunk_with
+from ._base import Call, Chunk, FutureBackend, Outcome
+
+__all__ = ["DaskBackend"]
+
+
+def _distributed() -> Any:
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the 'dask' backend needs distributed: pip install 'parmap-typed[dask]'"
+        ) from exc
+
+
+class DaskBackend(FutureBackend):
+    """Run on a Dask cluster: ``DaskBackend(client)``, ``DaskBackend(address="tcp://...")``, or
+    ``backend="dask"`` for the current default client."""
+
+    name = "dask"
+
+    def __init__(self, client: Any = None, *, address: str | None = None) -> None:
+        super().__init__()
+        distributed = _distributed()
+        if client is not None and address is not None:
+            raise ValueError("DaskBackend(): pass a client or an address, not both")
+        if client is not None and not isinstance(client, distributed.Client):
+            raise TypeError(f"DaskBackend(): expected a distributed.Client, got {client!r}")
+        self._given = client
+        self._address = address
+        self._client: Any = client
+        self._owned = False
+        self._remote: dict[cf.Future[Any], Any] = {}
+        self._fn: Any = None
+        self._key = ""
+        self.timeouts = False  # Dask cannot kill the task of one item; refused at call time
+        self.workers = self._count(client) if client is not None else 1
+
+    @classmethod
+    def from_name(cls, workers: int, start_method: str | None) -> DaskBackend:
+        """``backend="dask"``: the client ``distributed.get_client()`` finds."""
+        distributed = _distributed()
+        try:
+            client = distributed.get_client()
+        except ValueError as exc:
+            raise ValueError(
+                "backend='dask' uses the current Dask client and there is none: create a "
+                "distributed.Client first, or pass DaskBackend(address=...)"
+            ) from exc
+        return cls(client)
+
+    @staticmethod
+    def _count(client: Any) -> int:
+        return max(1, int(sum(client.nthreads().values())))
+
+    def start(self, call: Call) -> None:
+        super().start(call)
+        if self._client is None:
+            self._client = _distributed().Client(self._address)
+            self._owned = True
+        self.workers = self._count(self._client)
+        self._key = uuid.uuid4().hex
+        # The function reaches each worker once per call, not once per chunk.
+        self._fn = self._client.scatter(call.fn_bytes, broadcast=True, hash=False)
+
+    def _submit(self, chunk: Chunk) -> cf.Future[Any]:
+        assert self._call is not None
+        remote = self._client.submit(
+            run_chunk_with, self._key, self._fn, self._call.star, chunk.start, chunk.payload(),
+            pure=False,
+        )  # fmt: skip
+        local: cf.Future[Any] = cf.Future()
+        local.set_running_or_notify_cancel()
+
+        def transfer(done: Any) -> None:
+            try:
+                local.set_result(done.result())
+            except BaseException as exc:  # the task's failure, or its cancellation
+                if not local.done():
+                    local.set_exception(exc)
+
+        remote.add_done_callback(transfer)
+        self._remote[local] = remote
+        return local
+
+    def _finish(self, chunk: Chunk, future: cf.Future[Any]) -> Outcome:
+        exc = future.exception()
+        self._remote.pop(future, None)
+        if exc is not None and type(exc).__name__ == "KilledWorker":
+            crash = WorkerCrashedError(
+                f"Dask workers kept dying while running {chunk.describe()} ({exc})",
+                exitcode=None,
+                index=chunk.start,
+            )
+            crash.__cause__ = exc
+            return Outcome.failed(chunk, chunk.start, crash)
+        return super()._finish(chunk, future)
+
+    def _close(self, abort: bool) -> None:
+        remote = list(self._remote.values())
+        self._remote.clear()
+        if remote:
+            self._client.cancel(remote)
+        self._fn = None
+        if self._owned:
+            self._client.close()
+            self._client, self._owned = None, False

@@ -1,0 +1,153 @@
+"""The Dask backend against real clusters on loopback: a LocalCluster, and a scheduler and a
+worker started from the command line and reached by address."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+import parmap  # noqa: E402
+from parmap import RemoteTraceback, WorkerCrashedError, imap, pmap  # noqa: E402
+from parmap.backends import DaskBackend  # noqa: E402
+
+from .conftest import SESSION_FDS, SESSION_HELPERS, SESSION_THREADS  # noqa: E402
+from .helpers import open_fds  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[Any]:
+    # A task that kills its worker fails at once rather than being retried three times.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            scheduler_port=0, dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+        )  # fmt: skip
+        with cluster, distributed.Client(cluster) as c:
+            # Dask starts some threads on first use and keeps them: start them now, before any
+            # test counts threads; its workers belong to the cluster, not to a test.
+            assert pmap(square, range(4), backend=DaskBackend(c)) == [0, 1, 4, 9]
+            SESSION_HELPERS.append(lambda: set(c.run(os.getpid).values()))
+            yield c
+            SESSION_HELPERS.clear()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_ordered_map(client: Any) -> None:
+    assert pmap(square, range(100), backend=DaskBackend(client)) == [x * x for x in range(100)]
+
+
+def test_unordered_imap_and_lambdas(client: Any) -> None:
+    got = imap(lambda x: x + 1, range(50), backend=DaskBackend(client), ordered=False)
+    assert sorted(got) == list(range(1, 51))
+
+
+def test_the_remote_exception_keeps_type_and_traceback(client: Any) -> None:
+    def fail(x: int) -> int:
+        if x == 7:
+            raise KeyError("seven")
+        return x
+
+    with pytest.raises(KeyError, match="seven") as info:
+        pmap(fail, range(20), backend=DaskBackend(client), chunksize=3)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "in fail" in str(info.value.__cause__)
+
+
+def test_a_killed_worker_is_a_crash_and_the_cluster_heals(client: Any) -> None:
+    before, before_fds = set(threading.enumerate()), open_fds()
+
+    def die(x: int) -> int:
+        if x == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    with pytest.raises(WorkerCrashedError, match="Dask workers kept dying") as info:
+        pmap(die, range(6), backend=DaskBackend(client), chunksize=1)
+    assert type(info.value.__cause__).__name__ == "KilledWorker"
+    client.wait_for_workers(2, timeout=60)
+    assert pmap(square, range(10), backend=DaskBackend(client)) == [x * x for x in range(10)]
+    # The nanny that restarted the worker watches it with threads of its own: the cluster's.
+    SESSION_THREADS.update(set(threading.enumerate()) - before)
+    SESSION_FDS.update(open_fds() - before_fds)
+
+
+def test_the_generic_executor_path(client: Any) -> None:
+    executor = client.get_executor(pure=False)
+    assert pmap(square, range(30), backend=executor, chunksize=5) == [x * x for x in range(30)]
+
+
+def test_ten_thousand_items(client: Any) -> None:
+    out = pmap(square, range(10_000), backend=DaskBackend(client))
+    assert out == [x * x for x in range(10_000)]
+
+
+def test_backend_dask_uses_the_current_client(client: Any) -> None:
+    with client.as_current():
+        assert pmap(square, [1, 2, 3], backend="dask") == [1, 4, 9]
+
+
+def test_the_client_passed_in_is_not_closed(client: Any) -> None:
+    pmap(square, [1], backend=DaskBackend(client))
+    assert client.status == "running"
+
+
+def test_no_timeout_on_dask(client: Any) -> None:
+    with pytest.raises(ValueError, match="timeout= cannot be enforced"):
+        pmap(square, [1], backend=DaskBackend(client), timeout=1)
+
+
+@pytest.fixture(scope="module")
+def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``dask scheduler`` and ``dask worker`` as processes; only these are stopped after."""
+    if shutil.which("dask", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("the dask command is not installed")
+    dask_cmd = str(Path(sys.executable).parent / "dask")
+    file = str(tmp_path_factory.mktemp("dask") / "scheduler.json")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen([dask_cmd, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--dashboard-address", "127.0.0.1:0", "--scheduler-file", file],
+                                 **quiet)  # type: ignore[call-overload]  # fmt: skip
+    root = str(Path(__file__).parent.parent)  # functions of this module are pickled by name
+    worker = subprocess.Popen([dask_cmd, "worker", "--scheduler-file", file, "--nworkers", "1",
+                               "--nthreads", "1", "--host", "127.0.0.1",
+                               "--dashboard-address", "127.0.0.1:0"],
+                              env={**os.environ, "PYTHONPATH": root},
+                              **quiet)  # type: ignore[call-overload]  # fmt: skip
+    try:
+        with distributed.Client(scheduler_file=file, timeout=60) as c:
+            c.wait_for_workers(1, timeout=60)
+            address = c.scheduler.address
+        yield address
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_cluster_reached_by_address(cli_cluster: str) -> None:
+    backend = DaskBackend(address=cli_cluster)
+    assert pmap(lambda x: -x, range(20), backend=backend) == [-x for x in range(20)]
+    assert parmap.pmap(square, range(5), backend=backend) == [0, 1, 4, 9, 16]

@@ -73,11 +73,5 @@ class Board:
         pid, chunk, index, started = self.cells[base : base + _WIDTH]
         return SlotView(slot, int(pid), int(chunk), int(index), started)
 
-    def find_pid(self, pid: int) -> SlotView | None:
-        for view in self:
-            if view.pid == pid:
-                return view
-        return None
-
     def __iter__(self) -> Iterator[SlotView]:
         return (self.view(slot) for slot in range(self.slots))

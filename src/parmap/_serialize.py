@@ -20,7 +20,7 @@ import cloudpickle
 
 from ._errors import SerializationError
 
-__all__ = ["PROTOCOL", "describe", "dumps", "dumps_callable", "dumps_items", "dumps_task", "loads"]
+__all__ = ["PROTOCOL", "describe", "dumps", "dumps_items", "dumps_task", "loads"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -53,15 +53,6 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer] | None = None) -> byte
 def loads(data: bytes | memoryview, buffers: list[bytearray] | None = None) -> Any:
     """Unpickle, with the out-of-band buffers :func:`dumps` set aside, if any."""
     return pickle.loads(data, buffers=buffers)
-
-
-def dumps_callable(fn: Callable[..., object], error: type[SerializationError]) -> bytes:
-    """Pickle the function with cloudpickle, once per call."""
-    try:
-        data: bytes = cloudpickle.dumps(fn, PROTOCOL)
-    except _FAILURES as exc:
-        raise error(f"the function {fn!r} could not be pickled: {describe(exc)}") from exc
-    return data
 
 
 def dumps_task(

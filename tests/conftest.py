@@ -19,7 +19,7 @@ from hypothesis import settings
 
 import parmap
 
-from .helpers import children, open_fds
+from .helpers import children, open_fds, tcp_ports
 
 settings.register_profile("parmap", deadline=None, print_blob=True)
 settings.register_profile("ci", parent=settings.get_profile("parmap"), derandomize=True)
@@ -27,12 +27,22 @@ settings.load_profile("ci" if os.environ.get("CI") else "parmap")
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 
-#: Long-lived helpers a session fixture started, whose processes are not a test's to stop (a
-#: Dask cluster's workers, respawned by their nannies when a test kills one): each entry gives
-#: the pids to leave alone.
-SESSION_HELPERS: list[Callable[[], set[int]]] = []
-#: Threads and descriptors such a helper opened while a test ran (a Dask nanny watching the
-#: worker it restarted), recorded by that test.
+
+@dataclass(frozen=True)
+class SessionHelper:
+    """A long-lived helper a session fixture started (a Dask cluster), whose processes and
+    connections are not a test's: its workers are respawned by their nannies when a test kills
+    one, and its scheduler opens connections to them whenever it likes."""
+
+    #: The pids to leave alone.
+    pids: Callable[[], set[int]]
+    #: The TCP ports it listens on: a socket with one end on them is the helper's.
+    ports: Callable[[], set[int]]
+
+
+SESSION_HELPERS: list[SessionHelper] = []
+#: Threads and descriptors such a helper opened while a test ran (a Dask nanny watching, by
+#: pipes, the worker it restarted), recorded by that test.
 SESSION_THREADS: set[threading.Thread] = set()
 SESSION_FDS: set[int] = set()
 
@@ -89,8 +99,10 @@ def no_leaks() -> Iterator[None]:
     # process object) is released here, as it would be at the program's next collection.
     gc.collect()
     left = children() - before_children
+    helper_ports: set[int] = set()
     for helper in SESSION_HELPERS:
-        left -= helper()
+        left -= helper.pids()
+        helper_ports |= helper.ports()
     threads = [
         t
         for t in threading.enumerate()
@@ -102,6 +114,9 @@ def no_leaks() -> Iterator[None]:
     # tests/test_leaks.py shows descriptors do not grow over hundreds of calls.
     fds = {fd for fd, what in described.items() if what and "/dev/shm/pym-" not in what}
     fds -= SESSION_FDS
+    if helper_ports:
+        ports = tcp_ports()
+        fds = {fd for fd in fds if not helper_ports & ports.get(described[fd], set())}
     described_children = {pid: _describe_pid(pid) for pid in left}
     for pid in left:  # do not let one test's leak break the next
         try:

@@ -31,6 +31,23 @@ def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
+def tcp_ports() -> dict[str, set[int]]:
+    """``'socket:[inode]'`` (as ``/proc/self/fd`` links read) -> the local and remote ports of
+    every TCP socket in this network namespace."""
+    found: dict[str, set[int]] = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            ports = {int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)}
+            found[f"socket:[{inode}]"] = ports
+    return found
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:

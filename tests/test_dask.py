@@ -23,7 +23,7 @@ import parmap  # noqa: E402
 from parmap import RemoteTraceback, WorkerCrashedError, imap, pmap  # noqa: E402
 from parmap.backends import DaskBackend  # noqa: E402
 
-from .conftest import SESSION_FDS, SESSION_HELPERS, SESSION_THREADS  # noqa: E402
+from .conftest import SESSION_FDS, SESSION_HELPERS, SESSION_THREADS, SessionHelper  # noqa: E402
 from .helpers import open_fds  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,9 +41,22 @@ def client() -> Iterator[Any]:
             # Dask starts some threads on first use and keeps them: start them now, before any
             # test counts threads; its workers belong to the cluster, not to a test.
             assert pmap(square, range(4), backend=DaskBackend(c)) == [0, 1, 4, 9]
-            SESSION_HELPERS.append(lambda: set(c.run(os.getpid).values()))
+            SESSION_HELPERS.append(SessionHelper(lambda: _pids(c), lambda: _ports(c)))
             yield c
             SESSION_HELPERS.clear()
+
+
+def _pids(client: Any) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+def _ports(client: Any) -> set[int]:
+    """The scheduler's, every worker's and every nanny's port (workers change on restart)."""
+    info = client.scheduler_info()
+    addresses = [client.scheduler.address]
+    for address, worker in info["workers"].items():
+        addresses += [address, worker.get("nanny") or address]
+    return {int(a.rsplit(":", 1)[1]) for a in addresses}
 
 
 def square(x: int) -> int:
@@ -151,3 +164,11 @@ def test_a_cluster_reached_by_address(cli_cluster: str) -> None:
     backend = DaskBackend(address=cli_cluster)
     assert pmap(lambda x: -x, range(20), backend=backend) == [-x for x in range(20)]
     assert parmap.pmap(square, range(5), backend=backend) == [0, 1, 4, 9, 16]
+
+
+def test_progress_and_initializer_on_dask(client: Any) -> None:
+    seen: list[tuple[int, int | None]] = []
+    out = pmap(lambda x: (parmap.worker_state(), x), range(30), backend=DaskBackend(client),
+               initializer=lambda: "ready", progress=lambda *a: seen.append(a))  # fmt: skip
+    assert out == [("ready", x) for x in range(30)]
+    assert seen[-1] == (30, 30)

@@ -33,12 +33,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import starmap
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, STARTED, Board
+from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, STARTED, Board, Cells
 from ._errors import (
     InitializerError,
     ParmapError,
@@ -82,7 +82,7 @@ def execute(
     star: bool,
     start: int,
     items: Iterable[Any],
-    board: MutableSequence[float] | None,
+    board: Cells | None,
     base: int,
     timed: bool,
 ) -> tuple[list[Any], BaseException | None]:
@@ -98,20 +98,17 @@ def execute(
             return results, None
         append = results.append
         at, when = base + INDEX, base + STARTED
-        index = start
-        board[at] = index
+        board[at] = start
         if timed:
-            clock = time.monotonic
+            clock = time.monotonic_ns
             board[when] = clock()
-            for result in calls:
+            for index, result in enumerate(calls, start + 1):
                 append(result)
-                index += 1
                 board[at] = index
                 board[when] = clock()
         else:
-            for result in calls:
+            for index, result in enumerate(calls, start + 1):
                 append(result)
-                index += 1
                 board[at] = index
         return results, None
     except BaseException as exc:  # the function's own exception, whatever it is
@@ -163,7 +160,7 @@ class _State:
     worker_state: Any = _NO_STATE
     star = False
     timed = False
-    board: MutableSequence[float] | None = None
+    board: Cells | None = None
     base = 0
     key: object = None
 
@@ -448,7 +445,7 @@ def attach_board(board: Board | None, slot: int | None) -> None:
         _STATE.board = None
         return
     board.claim(slot, os.getpid())
-    _STATE.board, _STATE.base = board.cells, Board.base(slot)
+    _STATE.board, _STATE.base = board.writer(), Board.base(slot)
 
 
 def pool_initializer(

@@ -21,11 +21,11 @@ import concurrent.futures as cf
 import pickle
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .._board import IDLE, INITIALIZING, RECEIVING, Board, SlotView
+from .._board import IDLE, INITIALIZING, RECEIVING, Board, Cells, SlotView
 from .._errors import InitializerError, TaskPicklingError, TaskTimeoutError, WorkerCrashedError
 from .._serialize import dumps_items, dumps_task
 from .._worker import Failure, decode, enter_local, execute, failure_from_local, leave_local
@@ -56,7 +56,7 @@ class Call:
             self._fn_bytes = dumps_task(self.fn, self.initializer, self.initargs, TaskPicklingError)
         return self._fn_bytes
 
-    def run_here(self, chunk: Chunk, board: MutableSequence[float] | None = None,
+    def run_here(self, chunk: Chunk, board: Cells | None = None,
                  base: int = 0) -> Outcome:  # fmt: skip
         """Run a chunk in this thread (the caller, or a thread of an executor), with this
         thread's initializer state; with a timeout, each overrun is reported as it returns."""
@@ -120,7 +120,7 @@ class Outcome:
 
 
 def _run_chunk_here(
-    call: Call, chunk: Chunk, board: MutableSequence[float] | None, base: int
+    call: Call, chunk: Chunk, board: Cells | None, base: int
 ) -> Outcome:
     began = time.perf_counter()
     if call.timeout is None or board is not None:

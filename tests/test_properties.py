@@ -166,3 +166,52 @@ def test_queue_collect_equals_running_producers_in_turn(
     else:
         assert error is None
         assert got == expected
+
+
+def _at_most(limit: int, x: int) -> int:
+    if x > limit:
+        raise Boom(x)
+    return x * 3 - 1
+
+
+@given(
+    bounds=st.tuples(st.integers(-50, 50), st.integers(-50, 50), st.integers(-7, 7)),
+    limit=st.integers(-60, 60),
+    chunksize=st.none() | st.integers(1, 9),
+    engine=st.sampled_from([("serial", None), ("thread", None), ("process", "fork")]),
+)
+@settings(max_examples=60)
+def test_a_range_is_sliced_into_chunks_that_equal_the_loop(
+    bounds: tuple[int, int, int],
+    limit: int,
+    chunksize: int | None,
+    engine: tuple[str, str | None],
+) -> None:
+    """Chunks of a range are ranges (see _api._Reader): any start, stop and step."""
+    start, stop, step = bounds
+    whole = range(start, stop, step or 1)
+    expected: list[int] = []
+    error: BaseException | None = None
+    for x in whole:
+        if x > limit:
+            error = Boom(x)
+            break
+        expected.append(x * 3 - 1)
+    fn = functools.partial(_at_most, limit)
+    backend, start_method = engine
+    options: dict[str, Any] = {"backend": backend, "chunksize": chunksize, "workers": 2}
+    if start_method is not None:
+        options["start_method"] = start_method
+    try:
+        assert pmap(fn, whole, **options) == expected
+    except Boom as exc:
+        assert exc == error
+    else:
+        assert error is None
+    got: list[int] = []
+    raised = None
+    try:
+        got.extend(imap(fn, whole, **options))
+    except Boom as exc:
+        raised = exc
+    assert (got, raised) == (expected, error)

@@ -17,7 +17,7 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
@@ -85,11 +85,38 @@ class MapOptions(TypedDict, total=False):
 # -- validation ----------------------------------------------------------------------------------
 
 
+class _Reader:
+    """The input, read a chunk at a time.
+
+    A ``range`` is sliced rather than read: its chunks are ranges, which pickle in a few bytes
+    where a list of ints costs bytes per item, and which a worker iterates with no unpickling.
+    """
+
+    def __init__(self, items: Iterator[Any], whole: range | None = None) -> None:
+        self._items = items
+        self._range = whole
+        self._at = 0  # into ``whole``
+
+    def take(self, count: int) -> Sequence[Any]:
+        if self._range is None:
+            return list(islice(self._items, count))
+        part = self._range[self._at : self._at + count]
+        self._at += len(part)
+        return part
+
+    def rest(self) -> Iterator[Any]:
+        """Everything not yet taken (after which nothing is left to take)."""
+        if self._range is None:
+            return self._items
+        rest, self._at = self._range[self._at :], len(self._range)
+        return iter(rest)
+
+
 @dataclass
 class _Plan:
     backend: Backend
     call: Call
-    items: Iterator[Any]
+    items: _Reader
     sizer: ChunkSizer
     progress: Progress | None
 
@@ -231,13 +258,15 @@ def _prepare(
     if timeout is not None and not chosen.timeouts:
         raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
+    whole = iterables[0] if len(iterables) == 1 and isinstance(iterables[0], range) else None
+    reader = _Reader(items, whole)
     if seed is not None:  # the index travels with each item; see _seeded
-        fn, star, items = Seeded(fn, seed, star), False, enumerate(items)
+        fn, star, reader = Seeded(fn, seed, star), False, _Reader(enumerate(items))
     call = Call(fn, star, timeout, initializer, initargs)
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
     progress = make_progress(api, options.get("progress", False), total)
-    return _Plan(chosen, call, items, ChunkSizer(chosen.workers, total, chunksize), progress)
+    return _Plan(chosen, call, reader, ChunkSizer(chosen.workers, total, chunksize), progress)
 
 
 # -- the dispatch loop ---------------------------------------------------------------------------
@@ -269,7 +298,7 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                 if not started:
                     backend.start(call)
                     started = True
-                yield run_rest(call.fn, call.star, position, source)
+                yield run_rest(call.fn, call.star, position, source.rest())
                 exhausted = True
             while (
                 failure is None
@@ -278,7 +307,7 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                 and len(running) + len(held) < window
             ):
                 try:
-                    items = list(islice(source, sizer.next_size(position)))
+                    items = source.take(sizer.next_size(position))
                 except Exception as exc:  # the input raised: the loop would raise it here
                     failure, exhausted = (position, exc), True
                     break

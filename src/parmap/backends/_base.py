@@ -21,7 +21,7 @@ import concurrent.futures as cf
 import pickle
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -78,7 +78,7 @@ class Chunk:
     """Consecutive items ``start``, ``start + 1``, ...; hashed by identity."""
 
     start: int
-    items: list[Any]
+    items: Sequence[Any]  # a list, or a range (see ``_api._Reader``)
 
     @property
     def stop(self) -> int:

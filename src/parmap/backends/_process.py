@@ -69,10 +69,12 @@ __all__ = ["ProcessBackend"]
 PREFETCH_BYTES = 32 * 1024
 #: Chunks a worker may hold: the one it runs and one queued...
 DEPTH = 2
-#: ...when chunks take less than this. A queued chunk saves the worker one round trip
-#: (~0.2 ms) of waiting; behind a long chunk it saves nothing and, at the end of the input, it
-#: is work one worker holds while another idles.
-PREFETCH_BELOW = 0.005
+#: ...when chunks take less than this. A queued chunk saves the worker a round trip of waiting
+#: (0.2 ms, or a few ms while the caller unpickles another worker's results): a tenth of a
+#: sized chunk (``_chunking.TARGET_SECONDS``, 20 ms) on fine-grained work. Behind a chunk this
+#: long a round trip is under 1%, and at the end of the input a queued chunk is work one worker
+#: holds while another idles.
+PREFETCH_BELOW = 0.1
 #: How long a quitting worker gets before it is killed.
 QUIT_GRACE = 5.0
 #: With ``timeout=``, the longest wait between looks at the board.

@@ -119,6 +119,42 @@ def test_chunks_shrink_near_the_end() -> None:
     assert sizer.next_size(9_999) == 1
 
 
+def test_one_thread_running_the_chunks_has_no_tail_to_shrink() -> None:
+    sizer = ChunkSizer(workers=2, total=10_000, fixed=None)
+    sizer.observe(5_000, 5_000 * 1e-6)
+    assert sizer.next_size(9_000, spread=False) == 10_000  # twice the largest, not a share
+
+
+class Recording(AutoBackend):
+    """The "auto" backend, remembering the size of every chunk it was given."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(2, None, total)
+        self.sizes: list[int] = []
+
+    def submit(self, chunk: Any) -> None:
+        self.sizes.append(len(chunk.items))
+        super().submit(chunk)
+
+
+def test_while_auto_measures_each_chunk_is_sized_by_the_one_before() -> None:
+    backend = Recording(total=100_000)
+    p = plan(square, range(100_000), backend=backend, workers=None)
+    assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(100_000)]
+    assert backend.decision == "serial"
+    # one chunk at a time, each twice the last: no window of four same-sized chunks
+    assert backend.sizes[:4] == [1, 2, 4, 8]
+
+
+def test_a_known_rest_shorter_than_the_probe_runs_here_at_once() -> None:
+    backend = Recording(total=1_000)
+    p = plan(square, range(1_000), backend=backend, workers=None)
+    assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(1_000)]
+    assert backend.decision == "serial"
+    # decided before the input ran out; pmap then mapped the rest in one go, not in chunks
+    assert sum(backend.sizes) < 1_000
+
+
 def test_items_that_cannot_travel_keep_auto_in_the_caller() -> None:
     import threading
 

@@ -300,14 +300,16 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                     started = True
                 yield run_rest(call.fn, call.star, position, source.rest())
                 exhausted = True
+            sequential = backend.sequential
+            limit = 1 if sequential else window
             while (
                 failure is None
                 and not exhausted
                 and not inline
-                and len(running) + len(held) < window
+                and len(running) + len(held) < limit
             ):
                 try:
-                    items = source.take(sizer.next_size(position))
+                    items = source.take(sizer.next_size(position, spread=not sequential))
                 except Exception as exc:  # the input raised: the loop would raise it here
                     failure, exhausted = (position, exc), True
                     break

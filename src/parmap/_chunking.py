@@ -36,15 +36,16 @@ class ChunkSizer:
         #: must not size a chunk that turns out to hold half the work).
         self.largest = 0
 
-    def next_size(self, position: int) -> int:
-        """Size of the chunk that starts at item ``position``."""
+    def next_size(self, position: int, *, spread: bool = True) -> int:
+        """Size of the chunk that starts at item ``position``; ``spread=False`` when one thread
+        runs the chunks in turn, so that there is no tail to balance."""
         if self.fixed is not None:
             return self.fixed
         size = 1
         if self.per_item is not None:
             size = int(TARGET_SECONDS / self.per_item) if self.per_item > 0 else MAX_ITEMS
             size = min(size, 2 * self.largest)
-        if self.total is not None:
+        if self.total is not None and spread:
             share = -(-(self.total - position) // (2 * self.workers))
             size = min(size, share)
         return max(1, min(size, MAX_ITEMS))

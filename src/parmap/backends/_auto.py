@@ -37,9 +37,10 @@ from ._base import Backend, Call, Chunk, Outcome
 from ._process import WARM, ProcessBackend
 from ._serial import run_in_caller
 
-__all__ = ["AutoBackend", "worth_it"]
+__all__ = ["AutoBackend", "forget_costs", "worth_it"]
 
-#: Measure at least this much work in the caller before deciding.
+#: Measure at least this much work in the caller before deciding (unless the rest of a known
+#: input would take less than this at the rate measured: then it runs here at once).
 PROBE_SECONDS = 0.0005
 #: Parallel must beat the loop by this factor: the caller's cost per item of shipping it,
 #: times this, must stay below what sharing the work saves per item.
@@ -56,6 +57,11 @@ WARM_START = 0.002
 _MEASURED: weakref.WeakKeyDictionary[Callable[..., Any], tuple[float, float]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def forget_costs() -> None:
+    """Forget every function's measured cost (the bench measures first calls with it)."""
+    _MEASURED.clear()
 
 
 def worth_it(
@@ -102,6 +108,10 @@ class AutoBackend(Backend):
     @property
     def inline(self) -> bool:  # type: ignore[override]
         return self.decision == "serial"
+
+    @property
+    def sequential(self) -> bool:  # type: ignore[override]
+        return self.decision != "process"
 
     def start(self, call: Call) -> None:
         self._call = call
@@ -186,10 +196,13 @@ class AutoBackend(Backend):
         self._ship += time.perf_counter() - began
         self._probed += len(chunk.items)
         self._seconds += outcome.seconds
+        n = self._probed
+        remaining = None if self._total is None else self._total - self._probed
+        if remaining is not None and remaining * self._seconds / n < PROBE_SECONDS:
+            self.decision = "serial"  # the rest takes less than probing on would: run it here
+            return
         if self._seconds < PROBE_SECONDS:
             return
-        remaining = None if self._total is None else self._total - self._probed
-        n = self._probed
         ship = self._ship / n + PER_ITEM_OVERHEAD
         assert self._call is not None
         with contextlib.suppress(TypeError):  # not weakly referenceable: not remembered

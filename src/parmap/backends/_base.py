@@ -155,6 +155,10 @@ class Backend(ABC):
     #: True while every chunk runs in the calling thread, in order, when waited for (and no
     #: chunk is outstanding): ``pmap`` may then map the rest of the input in one go.
     inline: bool = False
+    #: True while chunks run one at a time, in the calling thread, when waited for: the caller
+    #: then keeps one chunk with the backend (more would run no sooner), so each chunk is sized
+    #: knowing how the one before it went.
+    sequential: bool = False
     #: How many items can run at once; sets the in-flight bound and chunk sizes.
     workers: int
 

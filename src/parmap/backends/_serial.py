@@ -21,6 +21,7 @@ class SerialBackend(Backend):
         self.workers = 1
         self.pickles = False
         self.inline = True
+        self.sequential = True
         self._queue: deque[Chunk] = deque()
         self._call: Call | None = None
 

@@ -1,9 +1,17 @@
 """``python -m parmap bench``: the serial loop, every backend and the peers, side by side.
 
-Each workload runs as the serial loop first (its time is the baseline), then through every parmap
-backend and every installed peer (``multiprocessing.Pool``, ``ProcessPoolExecutor``, joblib,
-mpire) at each worker count. Pools are started and stopped inside each timed run, as a script
-that calls ``pmap`` once would see them. Times are the median of ``--repeats`` runs.
+Each workload runs as the serial loop (its time is the baseline), through every parmap backend
+and through every installed peer (``multiprocessing.Pool``, ``ProcessPoolExecutor``, joblib,
+mpire) at each worker count. Every run starts and stops its own workers, as a script that maps
+once would see them: the peers' pools inside ``with``, parmap's with :func:`parmap.shutdown`
+at the end of the run and nothing remembered from an earlier run. One more row,
+``parmap:auto (repeated)``, is a repeated call: warm workers and the function's measured cost
+kept from an untimed call before it.
+
+This machine's speed drifts (a shared host: the same loop varies by a quarter from one second
+to the next), so the runs are interleaved: each round runs the loop and every runner once, and
+each time reported is the median over the rounds. A drift then slows every runner alike rather
+than whichever ran during it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from typing import Any
 
 from ._api import default_workers, imap, pmap
 from ._progress import bar_class
+from .backends import shutdown
+from .backends._auto import forget_costs
 
 __all__ = ["main"]
 
@@ -88,7 +98,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     task = 0.02 if quick else 0.2
     n_spin = calibrate(task)
     # Quick: ProcessPoolExecutor's default (one item per round trip) costs ~75 us an item.
-    trivial = int((50_000 if quick else 1_000_000) * scale)
+    trivial = int((20_000 if quick else 1_000_000) * scale)
     coarse = int(8 * cores * scale) or 1
     big = bytes(50 * 1024 * 1024 if not quick else 10 * 1024 * 1024)
     out = {
@@ -96,6 +106,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
             "cpu", spin, lambda: [n_spin] * coarse, f"{coarse} pure-Python tasks of ~{task} s"
         ),
         "trivial": Workload("trivial", square, lambda: range(trivial), f"{trivial:,} calls of x*x"),
+        "small": Workload("small", square, lambda: range(10), "10 calls of x*x"),
         "unbalanced": Workload(
             "unbalanced",
             spin,
@@ -118,14 +129,25 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
 
 # -- runners --------------------------------------------------------------------------------------
 
-Runner = Callable[[Workload, int], Any]
+
+@dataclass
+class Runner:
+    run: Callable[[Workload, int], Any]
+    #: Call once, untimed, before the rounds: the rows then show a repeated call.
+    warm_up: bool = False
 
 
-def _parmap(backend: str) -> Runner:
+def _parmap(backend: str, *, repeated: bool = False) -> Runner:
     def run(w: Workload, workers: int) -> Any:
-        return pmap(w.fn, w.items(), backend=backend, workers=workers)
+        if repeated:
+            return pmap(w.fn, w.items(), backend=backend, workers=workers)
+        forget_costs()
+        try:
+            return pmap(w.fn, w.items(), backend=backend, workers=workers)
+        finally:
+            shutdown()  # the workers' stop is part of the run, as the peers' is
 
-    return run
+    return Runner(run, warm_up=repeated)
 
 
 def _pool(w: Workload, workers: int) -> Any:
@@ -151,16 +173,17 @@ def _mpire(w: Workload, workers: int) -> Any:
 
 
 def runners() -> dict[str, Runner]:
-    out: dict[str, Runner] = {
+    out = {
         f"parmap:{name}": _parmap(name)
         for name in ("auto", "process", "pool", "futures", "thread", "serial")
     }
-    out["multiprocessing.Pool"] = _pool
-    out["ProcessPoolExecutor"] = _executor
+    out["parmap:auto (repeated)"] = _parmap("auto", repeated=True)
+    out["multiprocessing.Pool"] = Runner(_pool)
+    out["ProcessPoolExecutor"] = Runner(_executor)
     if importlib.util.find_spec("joblib") is not None:
-        out["joblib"] = _joblib
+        out["joblib"] = Runner(_joblib)
     if importlib.util.find_spec("mpire") is not None:
-        out["mpire"] = _mpire
+        out["mpire"] = Runner(_mpire)
     return out
 
 
@@ -175,22 +198,19 @@ class Row:
 
 
 def run_loop(w: Workload) -> list[Any]:
-    return [w.fn(x) for x in w.items()]
+    """The baseline: the plainest fast loop (the function in a local, one comprehension)."""
+    fn = w.fn
+    return [fn(x) for x in w.items()]
 
 
 #: A run longer than this is not repeated (ProcessPoolExecutor's defaults on a million items).
 NO_REPEAT_AFTER = 10.0
 
 
-def measure(run: Callable[[], Any], repeats: int) -> float:
-    times: list[float] = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - began)
-        if times[-1] > NO_REPEAT_AFTER:
-            break
-    return statistics.median(times)
+def timed(run: Callable[[], Any]) -> float:
+    began = time.perf_counter()
+    run()
+    return time.perf_counter() - began
 
 
 def rss_mb() -> float:
@@ -222,25 +242,41 @@ def stream(backend: str, count: int) -> dict[str, Any]:
 
 
 def bench(
-    chosen: Sequence[str], counts: Sequence[int], repeats: int, quick: bool, scale: float
+    chosen: Sequence[str],
+    counts: Sequence[int],
+    repeats: int,
+    quick: bool,
+    scale: float,
+    table: dict[str, Runner],
 ) -> list[Row]:
     suite = workloads(quick, scale)
-    table = runners()
     rows: list[Row] = []
-    jobs = [(w, r, n) for w in chosen for r in table for n in counts]
-    progress = bar(len(jobs))
-    for done, (name, runner, workers) in enumerate(jobs):
+    progress = bar(len(chosen) * repeats * (1 + len(table) * len(counts)))
+    done = 0
+    for name in chosen:
         w = suite[name]
-        if not rows or rows[-1].workload != name:
-            loop = functools.partial(run_loop, w)
-            loop()  # warm up: imports, caches, a BLAS library's thread pool
-            baseline = measure(loop, repeats)
-            rows.append(Row(name, "serial loop", 1, baseline, 1.0, 1.0))
-        progress(done, f"{name} / {runner} / {workers} workers")
-        seconds = measure(functools.partial(table[runner], w, workers), repeats)
-        speedup = baseline / seconds
-        rows.append(Row(name, runner, workers, seconds, speedup, speedup / workers))
-    progress(len(jobs), "done")
+        loop = functools.partial(run_loop, w)
+        loop()  # warm up: imports, caches, a BLAS library's thread pool
+        jobs: dict[tuple[str, int], Callable[[], Any]] = {("serial loop", 1): loop}
+        for runner_name, runner in table.items():
+            for workers in counts:
+                jobs[runner_name, workers] = functools.partial(runner.run, w, workers)
+                if runner.warm_up:
+                    jobs[runner_name, workers]()
+        times: dict[tuple[str, int], list[float]] = {key: [] for key in jobs}
+        for _ in range(repeats):  # rounds: every runner once per round, so drift hits all alike
+            for key, run in jobs.items():
+                progress(done, f"{name} / {key[0]} / {key[1]} workers")
+                done += 1
+                if not times[key] or times[key][-1] <= NO_REPEAT_AFTER:
+                    times[key].append(timed(run))
+        baseline = statistics.median(times["serial loop", 1])
+        for (runner_name, workers), taken in times.items():
+            seconds = statistics.median(taken)
+            speedup = baseline / seconds
+            rows.append(Row(name, runner_name, workers, seconds, speedup, speedup / workers))
+    progress(done, "done")
+    shutdown()
     return rows
 
 
@@ -272,12 +308,12 @@ def machine() -> dict[str, Any]:
 
 def render(rows: list[Row]) -> str:
     lines = [
-        f"{'workload':<11} {'runner':<22} {'workers':>7} {'seconds':>9} {'speedup':>8} "
+        f"{'workload':<11} {'runner':<24} {'workers':>7} {'seconds':>9} {'speedup':>8} "
         f"{'efficiency':>10}"
     ]
     for r in rows:
         lines.append(
-            f"{r.workload:<11} {r.runner:<22} {r.workers:>7} {r.seconds:>9.4f} "
+            f"{r.workload:<11} {r.runner:<24} {r.workers:>7} {r.seconds:>9.4f} "
             f"{r.speedup:>8.2f} {r.efficiency:>10.2f}"
         )
     return "\n".join(lines)
@@ -359,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parmap bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--workloads", default=None, help="comma-separated (default: all)")
+    parser.add_argument(
+        "--runners", default=None, help="comma-separated names or prefixes (default: all)"
+    )
     parser.add_argument("--workers", default=None, help="comma-separated counts (default 1..cores)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes")
@@ -369,13 +408,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [w for w in chosen if w not in suite]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(suite)}")
+    table = runners()
+    if args.runners:
+        wanted = args.runners.split(",")
+        table = {k: r for k, r in table.items() if any(k.startswith(w) for w in wanted)}
+        if not table:
+            parser.error(f"no runner matches {args.runners!r}; valid: {', '.join(runners())}")
     cores = default_workers()
     counts = (
         [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
     )
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     print(f"parmap bench on {machine()}", file=sys.stderr)
-    rows = bench(chosen, counts, repeats, args.quick, args.scale)
+    rows = bench(chosen, counts, repeats, args.quick, args.scale, table)
     print(render(rows))
     streams = [stream(b, 200_000 if args.quick else 2_000_000) for b in ("auto", "process")]
     for s in streams:

@@ -119,9 +119,7 @@ class Outcome:
         return cls(chunk, results, failure, seconds)
 
 
-def _run_chunk_here(
-    call: Call, chunk: Chunk, board: Cells | None, base: int
-) -> Outcome:
+def _run_chunk_here(call: Call, chunk: Chunk, board: Cells | None, base: int) -> Outcome:
     began = time.perf_counter()
     if call.timeout is None or board is not None:
         timed = call.timeout is not None

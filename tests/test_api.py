@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import os
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -182,3 +183,33 @@ def test_numpy_arrays_round_trip_writable(engine: dict[str, Any]) -> None:
     out = pmap(bump, arrays, chunksize=2, **engine)
     assert [float(a[0]) for a in out] == [2.0, 4.0, 6.0, 8.0]
     out[0][0] = -1.0  # and the caller to what came back
+
+
+#: How many times this process has unpickled a Payload (in a worker: since it started).
+_PAYLOAD_LOADS = 0
+
+
+def _load_payload(data: bytes) -> Payload:
+    global _PAYLOAD_LOADS
+    _PAYLOAD_LOADS += 1
+    return Payload(data)
+
+
+class Payload:
+    """Large data a function closes over; counts its unpickling in each process."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        return _load_payload, (self.data,)
+
+
+def _loads_so_far(payload: Payload, x: int) -> tuple[int, int]:
+    return os.getpid(), _PAYLOAD_LOADS
+
+
+def test_a_large_closure_reaches_each_worker_once_per_call(process_engine: dict[str, Any]) -> None:
+    fn = functools.partial(_loads_so_far, Payload(bytes(8 << 20)))
+    out = pmap(fn, range(20), chunksize=1, workers=2, **process_engine)
+    assert {loads for _, loads in out} == {1}  # not once per chunk: 20 chunks ran

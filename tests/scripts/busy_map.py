@@ -1,6 +1,7 @@
 """A caller that maps slow items; each worker says which pid started which item."""
 
 import os
+import signal
 import sys
 import time
 
@@ -14,5 +15,8 @@ def work(x: int) -> int:
 
 
 if __name__ == "__main__":
+    # As a program started from a terminal: a test runner started in the background (as a
+    # non-interactive shell starts jobs) hands its children SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     backend, start_method = sys.argv[1], sys.argv[2]
     pmap(work, range(8), backend=backend, start_method=start_method, workers=2, chunksize=1)

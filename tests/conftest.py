@@ -76,6 +76,13 @@ EXECUTOR_ENGINES = [Engine("process-executor")]
 ALL_ENGINES = PROCESS_ENGINES + LOCAL_ENGINES + EXECUTOR_ENGINES
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the Dask tests last. Their session cluster keeps threads running until the session
+    ends, and a fork beside running threads is what Python 3.12+ warns about (a thread holding
+    a lock at that instant leaves it locked in the child): no other test should fork then."""
+    items.sort(key=lambda item: item.path.name == "test_dask.py")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _warm_multiprocessing() -> None:
     """Start the forkserver and the resource tracker once, before any leak baseline.

@@ -44,5 +44,6 @@ def test_repeated_calls_leak_nothing(
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["after"] == report["before"], report
+    assert report["new_shm"] == [], report
     assert "resource_tracker" not in done.stderr, done.stderr
     assert "leaked" not in done.stderr, done.stderr

@@ -1,4 +1,5 @@
-"""Make many calls on one engine; print descriptors, children and /dev/shm entries as JSON."""
+"""Make many calls on one engine; print descriptors, children, threads and new /dev/shm entries
+as JSON."""
 
 import contextlib
 import json
@@ -23,10 +24,15 @@ def fail(x: int) -> int:
 def counts() -> dict[str, int]:
     return {
         "fds": len(os.listdir("/proc/self/fd")),
-        "shm": len(os.listdir("/dev/shm")),
         "children": len(parmap_children()),
         "threads": threading.active_count(),
     }
+
+
+def shm() -> set[str]:
+    """Shared memory segments and semaphores: machine-wide, so compared by name, not count
+    (other programs add and remove theirs meanwhile)."""
+    return set(os.listdir("/dev/shm"))
 
 
 def parmap_children() -> list[int]:
@@ -70,7 +76,8 @@ if __name__ == "__main__":
     api, backend, start_method, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     for _ in range(3):  # warm up: lazily created helpers (forkserver, heap arenas, trackers)
         one_round(api, backend, start_method)
-    before = counts()
+    before, shm_before = counts(), shm()
     for _ in range(rounds):
         one_round(api, backend, start_method)
-    print(json.dumps({"before": before, "after": counts()}), flush=True)
+    report = {"before": before, "after": counts(), "new_shm": sorted(shm() - shm_before)}
+    print(json.dumps(report), flush=True)

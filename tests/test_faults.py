@@ -7,6 +7,7 @@ the issue promises "within a few seconds"), and that the next call on the same e
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import select
 import signal
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -220,14 +222,29 @@ def _report_then_block(fd: int, x: int) -> int:
     return x
 
 
+def _kill_the_reported_worker(read_fd: int, reply: Connection) -> None:
+    """In a helper process: read the pid a worker reports, SIGKILL it, say which and when."""
+    readable, _, _ = select.select([read_fd], [], [], BOUND)
+    if readable:
+        pid = int(os.read(read_fd, 100).split()[0])
+        began = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+        os.kill(pid, signal.SIGKILL)
+        reply.send((pid, began))
+    reply.close()
+
+
 @pytest.mark.parametrize("backend", ["process", "pool", "futures"])
 def test_worker_killed_from_outside(backend: str) -> None:
-    """The worker reports its pid through a pipe it inherits (fork), then blocks until killed."""
+    """The worker reports its pid through a pipe it inherits (fork) and blocks; a helper process
+    kills it. The caller maps in its own main thread, as a program does."""
+    ctx = multiprocessing.get_context("fork")
     read_end, write_end = os.pipe()
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
+    ours, theirs = ctx.Pipe(duplex=False)
+    killer = ctx.Process(target=_kill_the_reported_worker, args=(read_end, theirs))
+    killer.start()
+    theirs.close()
+    try:
+        with pytest.raises(WorkerCrashedError) as info:
             pmap(
                 functools.partial(_report_then_block, write_end),
                 [7],
@@ -235,29 +252,19 @@ def test_worker_killed_from_outside(backend: str) -> None:
                 workers=1,
                 start_method="fork",
             )
-        except BaseException as exc:
-            raised.append(exc)
-
-    caller = threading.Thread(target=run)
-    caller.start()
-    try:
-        readable, _, _ = select.select([read_end], [], [], BOUND)
-        assert readable, "the worker never started"
-        pid = int(os.read(read_end, 100).split()[0])
-        began = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
-        caller.join(BOUND)
-        assert not caller.is_alive()
-        assert time.monotonic() - began < BOUND
+        ended = time.monotonic()
+        assert ours.poll(BOUND), "the worker never started"
+        pid, began = ours.recv()
+        assert ended - began < BOUND
     finally:
+        killer.join(BOUND)
+        ours.close()
         os.close(read_end)
         os.close(write_end)
-    assert len(raised) == 1, raised
-    assert isinstance(raised[0], WorkerCrashedError), raised
-    assert raised[0].exitcode == -signal.SIGKILL
-    assert raised[0].index == 0
-    assert f"pid {pid}" in str(raised[0])
-    assert "SIGKILL" in str(raised[0])
+    assert info.value.exitcode == -signal.SIGKILL
+    assert info.value.index == 0
+    assert f"pid {pid}" in str(info.value)
+    assert "SIGKILL" in str(info.value)
     assert pmap(abs, [-3], backend=backend, workers=1) == [3]
 
 

@@ -8,10 +8,10 @@ at the end of the run and nothing remembered from an earlier run. One more row,
 ``parmap:auto (repeated)``, is a repeated call: warm workers and the function's measured cost
 kept from an untimed call before it.
 
-This machine's speed drifts (a shared host: the same loop varies by a quarter from one second
-to the next), so the runs are interleaved: each round runs the loop and every runner once, and
-each time reported is the median over the rounds. A drift then slows every runner alike rather
-than whichever ran during it.
+The runs are interleaved: each round runs the loop and every runner once, and each time
+reported is the median over the rounds, so that a drift in the machine's speed slows every
+runner alike rather than whichever ran during it. (On the shared 2-core host parmap is developed
+on, the same loop varies by a quarter from one run to the next.)
 """
 
 from __future__ import annotations
@@ -392,14 +392,20 @@ def plot(rows: list[Row], path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parmap bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m parmap bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--workloads", default=None, help="comma-separated (default: all)")
     parser.add_argument(
         "--runners", default=None, help="comma-separated names or prefixes (default: all)"
     )
     parser.add_argument("--workers", default=None, help="comma-separated counts (default 1..cores)")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per measurement")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="rounds (default 5; 1 with --quick)"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
     args = parser.parse_args(argv)

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 
 import parmap
-from parmap._bench import calibrate, spin, square, touch
+from parmap._bench import calibrate, numpy_task, spin, spread, square, touch
 
 N_TRIVIAL = 200_000
 N_SPIN = calibrate(0.02)
 COARSE = [N_SPIN] * 16
+#: 160 items whose costs span 100x (0.2 ms to 20 ms), shuffled.
+UNBALANCED = [max(1, int(N_SPIN * 100 ** (f - 1))) for f in spread(160)]
 BIG = bytes(20 * 1024 * 1024)
 
 
@@ -70,3 +72,16 @@ def test_coarse(benchmark: Any, runner: str) -> None:
 def test_large_closure(benchmark: Any, runner: str) -> None:
     out = benchmark.pedantic(RUNNERS[runner], (functools.partial(touch, BIG), range(16)), rounds=3)
     assert out == list(range(16))
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_unbalanced(benchmark: Any, runner: str) -> None:
+    out = benchmark.pedantic(RUNNERS[runner], (spin, UNBALANCED), rounds=3)
+    assert len(out) == len(UNBALANCED)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_numpy(benchmark: Any, runner: str) -> None:
+    pytest.importorskip("numpy")
+    out = benchmark.pedantic(RUNNERS[runner], (numpy_task, range(8)), rounds=3)
+    assert len(out) == 8

@@ -67,14 +67,14 @@ __all__ = ["ProcessBackend"]
 #: A chunk up to this size may be queued behind the one a worker is running (well under the
 #: 200+ KiB a Linux socket pair buffers, so the write returns at once).
 PREFETCH_BYTES = 32 * 1024
-#: Chunks a worker may hold: the one it runs and one queued...
+#: Chunks a worker may hold: the one it runs and one queued. Only chunks of several items are
+#: queued: the sizer puts several in a chunk only when each is cheap, and then a round trip of
+#: waiting (0.2 ms, a few ms while the caller unpickles another worker's results) is a real
+#: share of a chunk. A chunk of one item is an item the sizer found worth a round trip of its
+#: own (``_chunking.TARGET_SECONDS``); queued, it could only leave another worker idle at the
+#: end of the input (items of 2 to 200 ms, 2 workers: 0.18 below ProcessPoolExecutor's
+#: efficiency in the same bench run with such items queued, 0.05 below without).
 DEPTH = 2
-#: ...when chunks take less than this. A queued chunk saves the worker a round trip of waiting
-#: (0.2 ms, or a few ms while the caller unpickles another worker's results): a tenth of a
-#: sized chunk (``_chunking.TARGET_SECONDS``, 20 ms) on fine-grained work. Behind a chunk this
-#: long a round trip is under 1%, and at the end of the input a queued chunk is work one worker
-#: holds while another idles.
-PREFETCH_BELOW = 0.1
 #: How long a quitting worker gets before it is killed.
 QUIT_GRACE = 5.0
 #: With ``timeout=``, the longest wait between looks at the board.
@@ -132,7 +132,6 @@ class ProcessBackend(Backend):
     def start(self, call: Call) -> None:
         self._call = call
         self._respawns = 0
-        self._chunk_seconds = 0.0  # how long the last chunk took a worker
         self._function = function_message(call.fn_bytes, call.star, call.timeout is not None)
         if not self._pool:
             kept = WARM.take(self._key()) if self.warm else None
@@ -223,9 +222,10 @@ class ProcessBackend(Backend):
         while self._backlog:
             job = self._backlog[0]
             worker = min(self._pool, key=lambda w: len(w.held))
-            short = self._chunk_seconds < PREFETCH_BELOW
             if worker.held and (
-                len(worker.held) >= DEPTH or job.size > PREFETCH_BYTES or not short
+                len(worker.held) >= DEPTH
+                or job.size > PREFETCH_BYTES
+                or len(job.chunk.items) == 1
             ):
                 return
             self._backlog.popleft()
@@ -241,8 +241,6 @@ class ProcessBackend(Backend):
             self._lost(worker)
             return
         self._ready.append(outcome)
-        if outcome.failure is None:
-            self._chunk_seconds = outcome.seconds
 
     def _read_reply(self, worker: _Worker) -> Outcome:
         main, sizes = split_framed(memoryview(worker.conn.recv_bytes()))

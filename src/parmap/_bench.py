@@ -8,9 +8,10 @@ at the end of the run and nothing remembered from an earlier run. One more row,
 ``parmap:auto (repeated)``, is a repeated call: warm workers and the function's measured cost
 kept from an untimed call before it.
 
-The runs are interleaved: each round runs the loop and every runner once, and each time
-reported is the median over the rounds, so that a drift in the machine's speed slows every
-runner alike rather than whichever ran during it. (On the shared 2-core host parmap is developed
+The runs are interleaved: each round runs the loop and every runner once, each round starting
+at a different place in the list, and each time reported is the median over the rounds, so that
+a drift in the machine's speed (or the wake of the run before) slows every runner alike rather
+than whichever ran during it. (On the shared 2-core host parmap is developed
 on, the same loop varies by a quarter from one run to the next.)
 """
 
@@ -264,8 +265,10 @@ def bench(
                 if runner.warm_up:
                     jobs[runner_name, workers]()
         times: dict[tuple[str, int], list[float]] = {key: [] for key in jobs}
-        for _ in range(repeats):  # rounds: every runner once per round, so drift hits all alike
-            for key, run in jobs.items():
+        order = list(jobs.items())
+        for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
+            shift = round_ * len(order) // repeats  # each round starting elsewhere in the list
+            for key, run in order[shift:] + order[:shift]:
                 progress(done, f"{name} / {key[0]} / {key[1]} workers")
                 done += 1
                 if not times[key] or times[key][-1] <= NO_REPEAT_AFTER:

@@ -323,12 +323,18 @@ def render(rows: list[Row]) -> str:
 
 
 def write(
-    rows: list[Row], out: Path, suite: dict[str, Workload], streams: list[dict[str, Any]]
+    rows: list[Row],
+    out: Path,
+    suite: dict[str, Workload],
+    streams: list[dict[str, Any]],
+    command: str,
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "bench.json", out / "bench.csv"]
     meta = {
         "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": command,
         "workloads": {k: w.describe for k, w in suite.items()},
         "streams": streams,
     }
@@ -349,6 +355,7 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     lines = [
         f"Machine: {m['cpus']} CPUs ({m['processor']}), {m['platform']}, Python {m['python']}.",
+        f"Run on {meta['date']} with `{meta['command']}`.",
         "",
     ]
     for name, describe in meta["workloads"].items():
@@ -437,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"imap over an endless generator, {s['results']:,} results, {s['backend']}: "
             f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
         )
-    for path in write(rows, args.out, suite, streams):
+    command = " ".join(["python -m parmap bench", *(argv if argv is not None else sys.argv[2:])])
+    for path in write(rows, args.out, suite, streams, command):
         print(f"wrote {path}", file=sys.stderr)
     return 0

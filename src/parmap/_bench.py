@@ -378,26 +378,41 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
 
 
 def plot(rows: list[Row], path: Path) -> Path:
+    """Speedup over the loop against workers, a panel per workload (log scale: the small and
+    shared workloads' speedups are far below one); parmap solid, peers dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({r.workload for r in rows})
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=False):
-        for runner in dict.fromkeys(r.runner for r in rows if r.workload == name):
+    names = list(dict.fromkeys(r.workload for r in rows))
+    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != "serial loop"]
+    colors = plt.get_cmap("tab20")
+    columns = min(3, len(names))
+    lines = -(-len(names) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.5 * columns, 3.5 * lines), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for n, runner in enumerate(runners):
             points = [
                 (r.workers, r.speedup) for r in rows if (r.workload, r.runner) == (name, runner)
             ]
-            if len(points) > 1 or runner != "serial loop":
-                ax.plot(*zip(*points, strict=False), marker="o", label=runner)
+            if points:
+                style = "-" if runner.startswith("parmap") else "--"
+                ax.plot(
+                    *zip(*points, strict=True), style, marker="o", color=colors(n), label=runner
+                )
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_yscale("log")
         ax.set_title(name)
         ax.set_xlabel("workers")
         ax.set_ylabel("speedup over the loop")
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08 if lines > 1 else 0.15, 1, 1))
     fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 

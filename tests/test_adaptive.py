@@ -131,10 +131,16 @@ class Recording(AutoBackend):
     def __init__(self, total: int) -> None:
         super().__init__(2, None, total)
         self.sizes: list[int] = []
+        self.submitted_before_first_wait: int | None = None
 
     def submit(self, chunk: Any) -> None:
         self.sizes.append(len(chunk.items))
         super().submit(chunk)
+
+    def wait(self) -> Any:
+        if self.submitted_before_first_wait is None:
+            self.submitted_before_first_wait = len(self.sizes)
+        return super().wait()
 
 
 def test_while_auto_measures_each_chunk_is_sized_by_the_one_before() -> None:
@@ -171,3 +177,14 @@ def test_a_function_that_cannot_travel_keeps_auto_in_the_caller() -> None:
     p = plan(lambda x: (busy(x), lock.locked())[0], range(40))
     assert _collect(_drive(p, ordered=True, bounded=False)) == list(range(40))
     assert p.backend.decision == "serial"
+
+
+def test_a_function_known_costly_keeps_every_worker_busy_from_the_first_item() -> None:
+    first = plan(busy, range(40))
+    assert _collect(_drive(first, ordered=True, bounded=False)) == list(range(40))
+    assert first.backend.decision == "process"
+    backend = Recording(total=40)
+    again = plan(busy, range(40), backend=backend, workers=None)
+    assert _collect(_drive(again, ordered=True, bounded=False)) == list(range(40))
+    assert backend.decision == "process"
+    assert backend.submitted_before_first_wait == 4  # two per worker, not one while it decides

@@ -300,14 +300,12 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                     started = True
                 yield run_rest(call.fn, call.star, position, source.rest())
                 exhausted = True
-            sequential = backend.sequential
-            limit = 1 if sequential else window
-            while (
-                failure is None
-                and not exhausted
-                and not inline
-                and len(running) + len(held) < limit
-            ):
+            while failure is None and not exhausted and not inline:
+                # Asked before each chunk: "auto" decides how it runs when it starts, and
+                # again as it measures.
+                sequential = backend.sequential
+                if len(running) + len(held) >= (1 if sequential else window):
+                    break
                 try:
                     items = source.take(sizer.next_size(position, spread=not sequential))
                 except Exception as exc:  # the input raised: the loop would raise it here

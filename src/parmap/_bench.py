@@ -6,7 +6,7 @@ mpire) at each worker count. Every run starts and stops its own workers, as a sc
 once would see them: the peers' pools inside ``with``, parmap's with :func:`parmap.shutdown`
 at the end of the run and nothing remembered from an earlier run. One more row,
 ``parmap:auto (repeated)``, is a repeated call: warm workers and the function's measured cost
-kept from an untimed call before it.
+kept from an untimed call right before it.
 
 The runs are interleaved: each round runs the loop and every runner once, each round starting
 at a different place in the list, and each time reported is the median over the rounds, so that
@@ -134,7 +134,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
 @dataclass
 class Runner:
     run: Callable[[Workload, int], Any]
-    #: Call once, untimed, before the rounds: the rows then show a repeated call.
+    #: Call once, untimed, right before each timed run: the rows then show a repeated call.
     warm_up: bool = False
 
 
@@ -258,21 +258,27 @@ def bench(
         w = suite[name]
         loop = functools.partial(run_loop, w)
         loop()  # warm up: imports, caches, a BLAS library's thread pool
-        jobs: dict[tuple[str, int], Callable[[], Any]] = {("serial loop", 1): loop}
+        jobs: dict[tuple[str, int], tuple[Callable[[], Any], bool]] = {
+            ("serial loop", 1): (loop, False)
+        }
         for runner_name, runner in table.items():
             for workers in counts:
-                jobs[runner_name, workers] = functools.partial(runner.run, w, workers)
-                if runner.warm_up:
-                    jobs[runner_name, workers]()
+                jobs[runner_name, workers] = (
+                    functools.partial(runner.run, w, workers),
+                    runner.warm_up,
+                )
         times: dict[tuple[str, int], list[float]] = {key: [] for key in jobs}
         order = list(jobs.items())
         for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
             shift = round_ * len(order) // repeats  # each round starting elsewhere in the list
-            for key, run in order[shift:] + order[:shift]:
+            for key, (run, warm_up) in order[shift:] + order[:shift]:
                 progress(done, f"{name} / {key[0]} / {key[1]} workers")
                 done += 1
-                if not times[key] or times[key][-1] <= NO_REPEAT_AFTER:
-                    times[key].append(timed(run))
+                if times[key] and times[key][-1] > NO_REPEAT_AFTER:
+                    continue
+                if warm_up:  # right before: the other parmap runs stop warm workers
+                    run()
+                times[key].append(timed(run))
         baseline = statistics.median(times["serial loop", 1])
         for (runner_name, workers), taken in times.items():
             seconds = statistics.median(taken)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from parmap._api import _collect, _drive, _prepare
-from parmap._chunking import MAX_ITEMS, TARGET_SECONDS, ChunkSizer
+from parmap._chunking import MAX_ITEMS, TAIL_SECONDS, TARGET_SECONDS, ChunkSizer
 from parmap.backends._auto import AutoBackend, worth_it
 
 from .helpers import children
@@ -113,10 +113,17 @@ def test_the_estimate_rises_at_once_and_falls_slowly() -> None:
 
 def test_chunks_shrink_near_the_end() -> None:
     sizer = ChunkSizer(workers=2, total=10_000, fixed=None)
-    sizer.observe(5_000, 5_000 * 1e-6)  # cheap: the target alone would ask for 20,000 items
+    sizer.observe(1_000, 1_000 * 1e-5)  # the target alone would ask for 2,000 items
     assert sizer.next_size(5_000) == 1_250  # a quarter of what remains, for 2 workers
     assert sizer.next_size(9_000) == 250
-    assert sizer.next_size(9_999) == 1
+    # ...but no shorter than TAIL_SECONDS: 200 items of 10 us, not one
+    assert sizer.next_size(9_999) == round(TAIL_SECONDS / 1e-5)
+
+
+def test_trivial_items_keep_tail_chunks_worth_their_round_trip() -> None:
+    sizer = ChunkSizer(workers=2, total=100_000, fixed=None)
+    sizer.observe(10_000, 10_000 * 1e-7)
+    assert sizer.next_size(99_000) == round(TAIL_SECONDS / 1e-7)  # 20,000, not 250
 
 
 def test_one_thread_running_the_chunks_has_no_tail_to_shrink() -> None:

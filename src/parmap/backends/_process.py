@@ -223,9 +223,7 @@ class ProcessBackend(Backend):
             job = self._backlog[0]
             worker = min(self._pool, key=lambda w: len(w.held))
             if worker.held and (
-                len(worker.held) >= DEPTH
-                or job.size > PREFETCH_BYTES
-                or len(job.chunk.items) == 1
+                len(worker.held) >= DEPTH or job.size > PREFETCH_BYTES or len(job.chunk.items) == 1
             ):
                 return
             self._backlog.popleft()

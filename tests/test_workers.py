@@ -49,6 +49,32 @@ def test_workers_limit_blas_threads(start_method: str, monkeypatch: pytest.Monke
     assert off == [None, None]
 
 
+def blas_threads(_: object) -> set[int]:
+    from threadpoolctl import threadpool_info
+
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+@pytest.mark.parametrize(
+    ("backend", "start_method"),
+    [*(("process", method) for method in START_METHODS), ("pool", "fork"), ("futures", "fork")],
+)
+def test_workers_limit_the_blas_threads_the_caller_already_started(
+    backend: str, start_method: str
+) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        pytest.skip("one CPU: there is nothing to limit")
+    parmap.shutdown()
+    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS is loaded and started here
+    with threadpoolctl.threadpool_limits(cpus):
+        assert blas_threads(None) == {cpus}  # what a forked worker would inherit
+        out = pmap(blas_threads, range(2), backend=backend, workers=2, start_method=start_method,
+                   chunksize=1)  # fmt: skip
+    assert out == [{cpus // 2}] * 2
+
+
 def test_bad_seed_and_limit_threads() -> None:
     with pytest.raises(TypeError, match="seed must be an int or None, got str"):
         pmap(abs, [1], seed="1")  # type: ignore[call-overload]

@@ -64,7 +64,9 @@ class MapOptions(TypedDict, total=False):
         before its first item; what it returns is that worker's :func:`worker_state`.
     initargs: the initializer's arguments.
     limit_threads: ``True`` (default): worker processes use at most ``cpus // workers``
-        BLAS/OpenMP threads each (numpy, scipy), so they do not oversubscribe the cores.
+        BLAS/OpenMP threads each (numpy, scipy), so they do not oversubscribe the cores. A
+        forked worker inherits the BLAS the caller had already started, whose threads only
+        threadpoolctl can limit: install the ``blas`` extra.
     seed: reseed ``random`` (and ``numpy.random``, when numpy is imported) from
         ``(seed, item index)`` before each item: a run gives the same random numbers whatever
         the backend and scheduling. Without it each worker has a random state of its own.

@@ -36,11 +36,17 @@ def threads_variable(_: object) -> str | None:
     return os.environ.get("OMP_NUM_THREADS")
 
 
-@pytest.mark.parametrize("start_method", START_METHODS)
-def test_workers_limit_blas_threads(start_method: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in THREAD_VARIABLES:  # (importing distributed sets some in this process)
+@pytest.fixture
+def no_thread_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of the BLAS/OpenMP thread variables set here (importing distributed sets some)."""
+    for variable in THREAD_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     parmap.shutdown()  # workers started before, with other variables, are not these
+
+
+@pytest.mark.usefixtures("no_thread_variables")
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_workers_limit_blas_threads(start_method: str) -> None:
     cpus = len(os.sched_getaffinity(0))
     out = pmap(threads_variable, range(2), backend="process", workers=2, start_method=start_method)
     assert out == [str(max(1, cpus // 2))] * 2
@@ -55,6 +61,7 @@ def blas_threads(_: object) -> set[int]:
     return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
 
+@pytest.mark.usefixtures("no_thread_variables")
 @pytest.mark.parametrize(
     ("backend", "start_method"),
     [*(("process", method) for method in START_METHODS), ("pool", "fork"), ("futures", "fork")],
@@ -66,7 +73,6 @@ def test_workers_limit_the_blas_threads_the_caller_already_started(
     cpus = len(os.sched_getaffinity(0))
     if cpus < 2:
         pytest.skip("one CPU: there is nothing to limit")
-    parmap.shutdown()
     np.ones((64, 64)) @ np.ones((64, 64))  # BLAS is loaded and started here
     with threadpoolctl.threadpool_limits(cpus):
         assert blas_threads(None) == {cpus}  # what a forked worker would inherit

@@ -61,12 +61,12 @@ def touch(data: bytes, x: int) -> int:
     return data[x % len(data)] + x
 
 
-def numpy_task(seed: int) -> float:
+def numpy_task(seed: int, size: int = 800) -> float:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    a = rng.random((800, 800))
-    return float(np.linalg.norm(np.linalg.inv(a @ a.T + np.eye(800))))
+    a = rng.random((size, size))
+    return float(np.linalg.norm(np.linalg.inv(a @ a.T + np.eye(size))))
 
 
 def spread(count: int) -> list[float]:
@@ -102,6 +102,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     trivial = int((20_000 if quick else 1_000_000) * scale)
     coarse = int(8 * cores * scale) or 1
     big = bytes(50 * 1024 * 1024 if not quick else 10 * 1024 * 1024)
+    side = 400 if quick else 800
     out = {
         "cpu": Workload(
             "cpu", spin, lambda: [n_spin] * coarse, f"{coarse} pure-Python tasks of ~{task} s"
@@ -123,7 +124,10 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     }
     if importlib.util.find_spec("numpy") is not None:
         out["numpy"] = Workload(
-            "numpy", numpy_task, lambda: range(4 * cores), f"{4 * cores} 800x800 matmul+inverse"
+            "numpy",
+            functools.partial(numpy_task, size=side),
+            lambda: range(4 * cores),
+            f"{4 * cores} {side}x{side} matmul+inverse",
         )
     return out
 

@@ -7,6 +7,7 @@ fails if a child process, a thread or a file descriptor it started is still ther
 from __future__ import annotations
 
 import concurrent.futures as cf
+import faulthandler
 import gc
 import os
 import threading
@@ -26,6 +27,21 @@ settings.register_profile("ci", parent=settings.get_profile("parmap"), derandomi
 settings.load_profile("ci" if os.environ.get("CI") else "parmap")
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def _fatal_errors_to_captured_stderr() -> None:
+    """In a forked child: write fatal-error dumps to fd 2, which pytest captures.
+
+    pytest points ``faulthandler`` at a copy of the terminal's stderr, and a forked worker
+    inherits that: every crash test's segfaulting worker printed a 60-line dump over the
+    progress dots. On fd 2 a dump is shown with its test's output if that test fails (and
+    ``test_faults`` reads one).
+    """
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=2, all_threads=True)
+
+
+os.register_at_fork(after_in_child=_fatal_errors_to_captured_stderr)
 
 
 @dataclass(frozen=True)

@@ -316,3 +316,13 @@ def test_serial_backend_reports_an_overrun_when_the_item_returns() -> None:
 
     with pytest.raises(TaskTimeoutError, match="item 1"):
         pmap(slow, range(3), backend="serial", timeout=0.1)
+
+
+def test_segfault_dump_goes_to_the_workers_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """A forked worker's fatal-error dump lands on its own stderr (captured here), not over the
+    terminal: conftest points an inherited faulthandler at fd 2."""
+    with pytest.raises(WorkerCrashedError, match="SIGSEGV"):
+        pmap(faults.segfault_at, range(5), backend="pool", start_method="fork", chunksize=1)
+    err = capfd.readouterr().err
+    assert "Fatal Python error: Segmentation fault" in err
+    assert "segfault_at" in err

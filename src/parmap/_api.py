@@ -27,6 +27,7 @@ from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import backends
 from ._chunking import ChunkSizer
+from ._errors import note_item
 from ._progress import Progress, ProgressOption, make_progress
 from ._seeded import Seeded
 from ._worker import Failure, run_rest
@@ -325,7 +326,7 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                 backend.submit(chunk)
             if not running:
                 if failure is not None:
-                    raise failure[1]
+                    raise _noted(failure)
                 break
             for outcome in backend.wait():
                 chunk = outcome.chunk
@@ -346,13 +347,19 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
                 if outcome.results:
                     yield outcome.results
             if failure is not None and not any(start < failure[0] for start in running):
-                raise failure[1]
+                raise _noted(failure)
         finished = True
     finally:
         if started:
             backend.stop(abort=not finished)
         if plan.progress is not None:
             plan.progress.close()
+
+
+def _noted(failure: Failure) -> BaseException:
+    """The failure's exception, naming its item (see ``_errors.note_item``)."""
+    note_item(failure[1], failure[0])
+    return failure[1]
 
 
 class MapIterator(Iterator[R], Generic[R]):

@@ -30,6 +30,7 @@ from ._errors import (
     TaskPicklingError,
     TaskTimeoutError,
     WorkerCrashedError,
+    note_item,
 )
 from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
@@ -162,6 +163,7 @@ class Family:
     def finish(self) -> list[Any]:
         """Raise the loop's failure, if any, or return the results."""
         if self.failure is not None:
+            note_item(self.failure[1], self.failure[0], "child")
             raise self.failure[1]
         return self.results
 

@@ -8,13 +8,24 @@ that ``pickle.loads`` reads.
 
 A ``__reduce__`` that calls ``sys.exit()`` raises ``SystemExit`` inside the pickler; that is a
 pickling failure like any other here, not a reason for the caller to exit.
+
+cloudpickle writes the code of a function pickled by value (one defined in ``__main__``, a lambda,
+a closure) with its file name replaced by ``"<dynamic-code>"``, to make its pickles
+deterministic; a worker's traceback then names no file and shows no source line. The function
+pickler here sends code objects through ``marshal`` instead, which keeps the file name (and the
+line table), so the worker's traceback reads as the caller's would. A worker always runs the
+caller's Python version, which is what ``marshal`` needs (cloudpickle's code pickles need it too).
 """
 
 from __future__ import annotations
 
+import io
+import marshal
 import pickle
+import types
+from collections import ChainMap
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 
@@ -55,6 +66,25 @@ def loads(data: bytes | memoryview, buffers: list[bytearray] | None = None) -> A
     return pickle.loads(data, buffers=buffers)
 
 
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[bytes]]:
+    return marshal.loads, (marshal.dumps(code),)
+
+
+class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with code objects that keep their file name (see the module docstring)."""
+
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def dumps_function(obj: object) -> bytes:
+    """cloudpickle ``obj`` (a function, or a tuple holding functions), file names kept."""
+    out = io.BytesIO()
+    _FunctionPickler(out, PROTOCOL).dump(obj)
+    return out.getvalue()
+
+
 def dumps_task(
     fn: Callable[..., object],
     initializer: Callable[..., object] | None,
@@ -64,12 +94,12 @@ def dumps_task(
     """Pickle what a worker installs once per call: the function, the initializer and its
     arguments, each named if it is the one that fails."""
     try:
-        data: bytes = cloudpickle.dumps((fn, initializer, initargs), PROTOCOL)
+        data = dumps_function((fn, initializer, initargs))
     except _FAILURES as exc:
         for part, what in ((fn, "the function"), (initializer, "the initializer"),
                            (initargs, "initargs")):  # fmt: skip
             try:
-                cloudpickle.dumps(part, PROTOCOL)
+                dumps_function(part)
             except _FAILURES:
                 raise error(f"{what} {part!r} could not be pickled: {describe(exc)}") from exc
         raise error(f"the function could not be pickled: {describe(exc)}") from exc

@@ -1,7 +1,7 @@
 """``pmap``, ``imap`` and ``pstarmap``: validation, the dispatch loop, ordering, the loop's error.
 
-Every call goes through :func:`_prepare` (all checks, before any process starts) and then
-:func:`_drive`, which reads the input a chunk at a time, keeps a bounded number of chunks with
+Every call goes through ``_prepare`` (all checks, before any process starts) and then
+``_drive``, which reads the input a chunk at a time, keeps a bounded number of chunks with
 the backend, and hands back results, in order or as they finish.
 
 Errors follow the sequential loop. When item ``e`` fails, nothing past it is read or submitted;
@@ -51,26 +51,32 @@ WINDOW_PER_WORKER = 4
 class MapOptions(TypedDict, total=False):
     """The keyword options of ``pmap``, ``imap`` and ``pstarmap``, declared once.
 
-    workers: how many items run at once; default: the CPUs this process may use.
-    backend: ``"auto"`` (default: in this process when parallelism cannot pay, else worker
-        processes), ``"process"``, ``"pool"``, ``"futures"``, ``"thread"``, ``"serial"``, a
-        :class:`parmap.backends.Backend`, or any ``concurrent.futures.Executor`` (used, never
-        shut down).
-    chunksize: items per round trip to a worker; default: adaptive.
-    timeout: seconds any one item may run; an overrun raises :class:`TaskTimeoutError` and the
-        worker running it is killed.
-    start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"``; default: the platform's.
-    progress: ``True`` for a tqdm bar, or a callable receiving ``(done, total)``.
-    initializer: called as ``initializer(*initargs)`` once in each worker (process or thread)
-        before its first item; what it returns is that worker's :func:`worker_state`.
-    initargs: the initializer's arguments.
-    limit_threads: ``True`` (default): worker processes use at most ``cpus // workers``
-        BLAS/OpenMP threads each (numpy, scipy), so they do not oversubscribe the cores. A
-        forked worker inherits the BLAS the caller had already started, whose threads only
-        threadpoolctl can limit: install the ``blas`` extra.
-    seed: reseed ``random`` (and ``numpy.random``, when numpy is imported) from
-        ``(seed, item index)`` before each item: a run gives the same random numbers whatever
-        the backend and scheduling. Without it each worker has a random state of its own.
+    - ``workers``: how many items run at once; default: the CPUs this process may use.
+    - ``backend``: ``"auto"`` (default: in this process when parallelism cannot pay, else
+      worker processes), ``"process"``, ``"pool"``, ``"futures"``, ``"thread"``, ``"serial"``,
+      ``"dask"`` (needs a running ``distributed.Client``), a
+      [`Backend`][parmap.backends.Backend], or any ``concurrent.futures.Executor`` (used, never
+      shut down).
+    - ``chunksize``: items per round trip to a worker; default: adaptive.
+    - ``timeout``: seconds any one item may run; an overrun raises
+      [`TaskTimeoutError`][parmap.TaskTimeoutError] and the worker process running it is
+      killed. On ``"serial"`` the item cannot be interrupted: the overrun is reported after
+      the item returns. On ``"thread"`` the call raises at once; the thread cannot be killed
+      and finishes the item on its own. Where it cannot be enforced (``"dask"``, a process
+      executor you pass) asking for one is a ``ValueError``.
+    - ``start_method``: ``"fork"``, ``"spawn"`` or ``"forkserver"``; default: the platform's.
+    - ``progress``: ``True`` for a tqdm bar, or a callable receiving ``(done, total)``.
+    - ``initializer``: called as ``initializer(*initargs)`` once in each worker (process or
+      thread) before its first item; what it returns is that worker's
+      [`worker_state()`][parmap.worker_state].
+    - ``initargs``: the initializer's arguments.
+    - ``limit_threads``: ``True`` (default): worker processes use at most ``cpus // workers``
+      BLAS/OpenMP threads each (numpy, scipy), so they do not oversubscribe the cores. A
+      forked worker inherits the BLAS the caller had already started, whose threads only
+      threadpoolctl can limit: install the ``blas`` extra.
+    - ``seed``: reseed ``random`` (and ``numpy.random``, when numpy is imported) from
+      ``(seed, item index)`` before each item: a run gives the same random numbers whatever
+      the backend and scheduling. Without it each worker has a random state of its own.
     """
 
     workers: int | None
@@ -363,7 +369,7 @@ def _noted(failure: Failure) -> BaseException:
 
 
 class MapIterator(Iterator[R], Generic[R]):
-    """What :func:`imap` returns: an iterator that can be closed, and a context manager.
+    """What [`imap`][parmap.imap] returns: an iterator that can be closed, and a context manager.
 
     Closing it (or dropping the last reference, or leaving the ``with`` block) stops the
     workers at once; items not yet read from the input are never read.
@@ -458,8 +464,8 @@ def pmap(
     Args:
         fn: any callable; lambdas, closures and ``functools.partial`` objects work everywhere.
         iterables: one or more; with several, ``fn`` gets one item from each, like ``map``.
-        options: ``workers``, ``backend``, ``chunksize``, ``timeout``, ``start_method``,
-            ``progress``: see :class:`MapOptions`.
+        options: ``workers``, ``backend``, ``chunksize``, ``timeout``, ``seed`` and the
+            rest of [`MapOptions`][parmap.MapOptions].
 
     Raises:
         TypeError, ValueError: bad arguments, before any work starts.
@@ -532,7 +538,7 @@ def imap(
     ordered: bool = True,
     **options: Unpack[MapOptions],
 ) -> MapIterator[Any]:
-    """A lazy :func:`pmap`: results as you iterate, input read only as results are consumed.
+    """A lazy [`pmap`][parmap.pmap]: results as you iterate, input read as they are consumed.
 
     At most a few chunks per worker are in flight or waiting to be read, so an endless generator
     works and memory stays flat. ``ordered=False`` yields results as they finish. Arguments are
@@ -551,6 +557,7 @@ def pstarmap(
     /,
     **options: Unpack[MapOptions],
 ) -> list[R]:
-    """``list(itertools.starmap(fn, iterable))``, computed in parallel; options as in pmap."""
+    """``list(itertools.starmap(fn, iterable))``, computed in parallel; options as in
+    [`pmap`][parmap.pmap]."""
     plan = _prepare("pstarmap", fn, (iterable,), True, options)
     return _collect(_drive(plan, ordered=True, bounded=False))

@@ -3,7 +3,7 @@
 Each workload runs as the serial loop (its time is the baseline), through every parmap backend
 and through every installed peer (``multiprocessing.Pool``, ``ProcessPoolExecutor``, joblib,
 mpire) at each worker count. Every run starts and stops its own workers, as a script that maps
-once would see them: the peers' pools inside ``with``, parmap's with :func:`parmap.shutdown`
+once would see them: the peers' pools inside ``with``, parmap's with ``parmap.shutdown``
 at the end of the run and nothing remembered from an earlier run. One more row,
 ``parmap:auto (repeated)``, is a repeated call: warm workers and the function's measured cost
 kept from an untimed call right before it.
@@ -75,7 +75,7 @@ def spread(count: int) -> list[float]:
 
 
 def calibrate(seconds: float) -> int:
-    """Loop iterations of :func:`spin` that take about ``seconds`` here."""
+    """Loop iterations of ``spin`` that take about ``seconds`` here."""
     n = 10_000
     while True:
         began = time.perf_counter()

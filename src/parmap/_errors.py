@@ -1,24 +1,9 @@
 """Exceptions raised by parmap.
 
-Every error parmap raises on its own account derives from :class:`ParmapError`; an exception
-raised by *your* function is re-raised as itself, with the worker's traceback attached as its
-``__cause__`` (a :class:`RemoteTraceback`), so ``except ValueError`` works as it does around a loop.
-
-::
-
-    ParmapError
-    ├── WorkerCrashedError           a worker process died: signal or exit code, and the item
-    ├── TaskTimeoutError             an item ran longer than ``timeout=``; its worker was killed
-    ├── TaskExitError                the function called ``sys.exit()`` (``SystemExit`` in a worker)
-    ├── InitializerError             ``initializer=`` raised (or exited) in a worker
-    ├── SerializationError           something could not cross a process boundary
-    │   ├── TaskPicklingError          an item or the function, pickled in the caller
-    │   ├── TaskUnpicklingError        an item or the function, unpickled in the worker
-    │   ├── ResultPicklingError        a result or an exception, pickled in the worker
-    │   └── ResultUnpicklingError      a result or an exception, unpickled in the caller
-    └── BackendUnavailableError      a backend needs an optional extra (also an ImportError)
-
-:class:`RemoteTraceback` is not raised; it rides along as ``__cause__``.
+Every error parmap raises on its own account derives from ``ParmapError``, whose docstring draws
+the tree. An exception raised by *your* function is re-raised as itself, with the worker's
+traceback attached as its ``__cause__`` (a ``RemoteTraceback``), so ``except ValueError`` works
+as it does around a loop. ``RemoteTraceback`` is not raised; it rides along as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -44,7 +29,27 @@ __all__ = [
 
 
 class ParmapError(Exception):
-    """Base class of every error parmap raises on its own account."""
+    """Base class of every error parmap raises on its own account.
+
+    An exception raised by *your* function is not one of these: it is re-raised as itself, with
+    the worker's traceback attached as its ``__cause__`` (a
+    [`RemoteTraceback`][parmap.RemoteTraceback]), so ``except ValueError`` works as it does
+    around a loop. parmap's own errors:
+
+    ```text
+    ParmapError
+    ├── WorkerCrashedError           a worker process died: signal or exit code, and the item
+    ├── TaskTimeoutError             an item ran longer than timeout=
+    ├── TaskExitError                the function called sys.exit() (SystemExit in a worker)
+    ├── InitializerError             initializer= raised (or exited) in a worker
+    ├── SerializationError           something could not cross a process boundary
+    │   ├── TaskPicklingError          an item or the function, pickled in the caller
+    │   ├── TaskUnpicklingError        an item or the function, unpickled in the worker
+    │   ├── ResultPicklingError        a result or an exception, pickled in the worker
+    │   └── ResultUnpicklingError      a result or an exception, unpickled in the caller
+    └── BackendUnavailableError      a backend needs an optional extra (also an ImportError)
+    ```
+    """
 
 
 class RemoteTraceback(Exception):
@@ -108,7 +113,12 @@ class WorkerCrashedError(ParmapError):
 
 
 class TaskTimeoutError(ParmapError, TimeoutError):
-    """An item ran longer than ``timeout=`` seconds; the worker running it was stopped."""
+    """An item ran longer than ``timeout=`` seconds; a worker process running it was killed.
+
+    On ``"serial"`` it is raised only after the item returns; on ``"thread"`` it is raised at
+    once, and the thread, which cannot be killed, finishes the item on its own (see
+    [`MapOptions`][parmap.MapOptions]).
+    """
 
     def __init__(self, what: str, *, timeout: float, index: int | None = None) -> None:
         super().__init__(f"{what} ran longer than timeout={timeout}s")
@@ -132,8 +142,8 @@ class TaskExitError(ParmapError):
 class InitializerError(ParmapError):
     """The ``initializer=`` raised or called ``sys.exit()`` in a worker; the cause says how.
 
-    (An initializer that kills its worker outright raises :class:`WorkerCrashedError` naming
-    the initializer.)
+    (An initializer that kills its worker outright raises
+    [`WorkerCrashedError`][parmap.WorkerCrashedError] naming the initializer.)
     """
 
     def __init__(self, message: str, *, index: int | None = None) -> None:

@@ -5,7 +5,7 @@ target raises. Here each child runs the target through the same code as a pool w
 (``_worker.run_chunk`` with a one-item chunk), so a return value, an exception with its traceback,
 a ``sys.exit()`` and a value that will not pickle come back exactly as they do from ``pmap``.
 
-:class:`Family` supervises a set of such one-off children for this module and ``_queues``: all
+``Family`` supervises a set of such one-off children for this module and ``_queues``: all
 are started before any is waited for; the caller waits on every child's reply pipe and sentinel
 at once, so a child that dies is noticed at once, and a reply of any size is read while the
 child is still alive (never join-before-drain). Failures are chosen like the loop's: the lowest
@@ -216,9 +216,9 @@ def run_processes(
     All processes start before any is waited for. The return values come back in ``args_list``
     order. If targets raise, the exception of the lowest-numbered one is re-raised with its
     original type and the child's traceback as ``__cause__`` (later children are stopped); a
-    child that dies raises :class:`WorkerCrashedError` naming its exit code or signal.
-    ``timeout`` bounds the whole run: on expiry the children still running are killed and
-    :class:`TaskTimeoutError` names the first of them.
+    child that dies raises [`WorkerCrashedError`][parmap.WorkerCrashedError] naming its exit
+    code or signal. ``timeout`` bounds the whole run: on expiry the children still running are
+    killed and [`TaskTimeoutError`][parmap.TaskTimeoutError] names the first of them.
     """
     ctx, fn_bytes, payloads = prepare_children(
         "run_processes", target, args_list, timeout, start_method

@@ -91,7 +91,7 @@ def queue_collect(
 
     The result is what running the producers one after another would give: each producer's
     items in its own put order, producers in ``args_list`` order. A producer that raises or dies
-    is reported as in :func:`run_processes`; ``timeout`` bounds the whole run.
+    is reported as in [`run_processes`][parmap.run_processes]; ``timeout`` bounds the whole run.
     """
     if channel not in CHANNELS:
         raise ValueError(

@@ -62,7 +62,7 @@ def dumps(obj: object, buffers: list[pickle.PickleBuffer] | None = None) -> byte
 
 
 def loads(data: bytes | memoryview, buffers: list[bytearray] | None = None) -> Any:
-    """Unpickle, with the out-of-band buffers :func:`dumps` set aside, if any."""
+    """Unpickle, with the out-of-band buffers ``dumps`` set aside, if any."""
     return pickle.loads(data, buffers=buffers)
 
 

@@ -16,7 +16,7 @@ The per-item loop does nothing but call the function, append the result and stor
 the progress board (two when ``timeout=`` is set): no lock, no message, no clock unless needed.
 The function runs until the chunk ends or the first exception, as a ``for`` loop would.
 
-Every worker process also runs :func:`watch_caller`: if the caller dies (even by SIGKILL), the
+Every worker process also runs ``watch_caller``: if the caller dies (even by SIGKILL), the
 worker notices within a quarter of a second and exits instead of lingering as an orphan.
 """
 
@@ -125,7 +125,7 @@ def execute(
 def run_rest(fn: Callable[..., Any], star: bool, start: int, items: Iterator[Any]) -> list[Any]:
     """Map the rest of the input here, in one comprehension (CPython's fastest loop, about 10%
     ahead of ``list.extend(map(...))``). Exceptions propagate as from a loop, noted with their
-    item (see ``note_item``); ``sys.exit()`` becomes :class:`TaskExitError`.
+    item (see ``note_item``); ``sys.exit()`` becomes ``TaskExitError``.
 
     The failing item is found from the iterator's length hint; an input without one (a
     generator, several iterables zipped) is counted as it is read instead, which costs a few
@@ -181,7 +181,7 @@ def failure_from_local(index: int | None, exc: BaseException) -> Failure:
 # -- in a worker process -------------------------------------------------------------------------
 
 
-#: What :func:`worker_state` returns where no initializer ran.
+#: What ``worker_state`` returns where no initializer ran.
 _NO_STATE: Any = object()
 #: The state of a thread that runs chunks in a process parmap did not start (threads, caller).
 _LOCAL = threading.local()
@@ -239,7 +239,7 @@ def worker_state() -> Any:
     """What this worker's ``initializer=`` returned (a loaded model, a connection, ...).
 
     Call it from the function you map. Each worker (process or thread) ran the initializer once
-    for the call; without ``initializer=`` this raises :class:`ParmapError`.
+    for the call; without ``initializer=`` this raises [`ParmapError`][parmap.ParmapError].
     """
     state = getattr(_LOCAL, "state", _NO_STATE)
     if state is _NO_STATE:
@@ -255,8 +255,8 @@ def enter_local(
     initargs: tuple[Any, ...],
 ) -> Any:
     """In a thread that runs chunks here: run the initializer once for the call (``states``
-    remembers it per thread), make its value this thread's :func:`worker_state`, and return
-    the value that was there before. Raises :class:`InitializerError` if it failed."""
+    remembers it per thread), make its value this thread's ``worker_state``, and return
+    the value that was there before. Raises ``InitializerError`` if it failed."""
     ident = threading.get_ident()
     if ident not in states:
         try:
@@ -346,7 +346,7 @@ def _unpicklable_result(results: list[Any], start: int) -> bytes:
 
 
 def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes) -> bytes:
-    """:func:`run_chunk` for executors parmap did not start: installs the function on first use."""
+    """``run_chunk`` for executors parmap did not start: installs the function on first use."""
     if _STATE.key != key:
         install(fn_bytes, star, timed=False)
         _STATE.key = key

@@ -1,6 +1,6 @@
 """Backends by name, imported only when first used so that ``import parmap`` stays cheap.
 
-A named backend is built per call from ``(workers, start_method)``; a :class:`Backend` or a
+A named backend is built per call from ``(workers, start_method)``; a ``Backend`` or a
 ``concurrent.futures.Executor`` instance passed as ``backend=`` is used as it is.
 """
 

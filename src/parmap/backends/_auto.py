@@ -4,7 +4,7 @@ Parallelism costs: starting workers (nothing when warm workers are kept from an 
 and, for every item, pickling it and its result in the caller, which no number of workers can
 share. It pays only when the function costs clearly more than that per item. So the first
 chunks run right here, timed, and their items and results are pickled once more to time the
-shipping; then :func:`worth_it` decides, once per call. Work that is too cheap per item, or too
+shipping; then ``worth_it`` decides, once per call. Work that is too cheap per item, or too
 little in all to pay for starting workers, keeps running here (and ``pmap`` then maps the rest
 of the input in one go, with no chunking at all). Otherwise the rest goes to a ``"process"``
 backend. (The caller computing as one of the workers was tried: it cannot feed its workers while

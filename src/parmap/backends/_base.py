@@ -1,16 +1,16 @@
 """The backend contract: move chunks to workers, report what became of each.
 
 A backend never decides what the caller sees. It takes chunks (a start index and a list of
-items), runs the call's function over them somewhere, and reports an :class:`Outcome` per chunk:
+items), runs the call's function over them somewhere, and reports an ``Outcome`` per chunk:
 the results, or a failure at one item (the function's exception, a dead worker, an overrun
 timeout, something that would not pickle). Ordering, the in-flight bound, chunk sizing, choosing
 the loop's exception and raising it all happen once, above this line, in ``parmap._api``.
 
 Two ways to write one:
 
-* subclass :class:`Backend` and implement ``start``/``submit``/``wait``/``stop`` (the
+* subclass ``Backend`` and implement ``start``/``submit``/``wait``/``stop`` (the
   ``"process"`` backend does, to own its pipes and worker lifetimes);
-* subclass :class:`FutureBackend` and implement ``_submit(chunk) -> Future``, like an engine of
+* subclass ``FutureBackend`` and implement ``_submit(chunk) -> Future``, like an engine of
   ``concurrent.futures``; ``wait`` is written once here. Override ``_check`` to watch workers
   for deaths and overruns, ``_close`` to release the engine.
 """
@@ -92,8 +92,9 @@ class Chunk:
         return f"item {self.start}" if last == self.start else f"items {self.start}..{last}"
 
     def payload(self, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
-        """The items pickled, or :class:`TaskPicklingError` naming the first that will not;
-        with ``buffers``, large arrays are set aside there (see ``_serialize.dumps``)."""
+        """The items pickled, or [`TaskPicklingError`][parmap.TaskPicklingError] naming the
+        first that will not; with ``buffers``, large arrays (numpy) are appended there, out of
+        band (pickle protocol 5), rather than copied into the bytes."""
         return dumps_items(self.items, self.start, "item", TaskPicklingError, buffers)
 
 
@@ -166,7 +167,8 @@ class Backend(ABC):
 
     @abstractmethod
     def submit(self, chunk: Chunk) -> None:
-        """Queue a chunk. Problems with the chunk itself are reported by :meth:`wait`."""
+        """Queue a chunk. Problems with the chunk itself are reported by
+        [`wait`][parmap.backends.Backend.wait]."""
 
     @abstractmethod
     def wait(self) -> list[Outcome]:
@@ -225,7 +227,7 @@ def timeout_failure(view: SlotView, timeout: float) -> Failure:
 
 
 class FutureBackend(Backend):
-    """A backend over an engine that returns a :class:`concurrent.futures.Future` per chunk."""
+    """A backend over an engine that returns a ``concurrent.futures.Future`` per chunk."""
 
     #: Exceptions by which the engine says it broke (a worker died); see ``_diagnose``.
     broken: ClassVar[tuple[type[BaseException], ...]] = (cf.BrokenExecutor,)

@@ -42,5 +42,5 @@ class SerialBackend(Backend):
 
 
 def run_in_caller(call: Call, chunk: Chunk) -> Outcome:
-    """Run a chunk right here (see :meth:`Call.run_here`)."""
+    """Run a chunk right here (see ``Call.run_here``)."""
     return call.run_here(chunk)

@@ -22,6 +22,7 @@ import pytest
 
 import parmap
 from parmap import (
+    BackendName,
     ResultPicklingError,
     ResultUnpicklingError,
     TaskExitError,
@@ -234,7 +235,7 @@ def _kill_the_reported_worker(read_fd: int, reply: Connection) -> None:
 
 
 @pytest.mark.parametrize("backend", ["process", "pool", "futures"])
-def test_worker_killed_from_outside(backend: str) -> None:
+def test_worker_killed_from_outside(backend: BackendName) -> None:
     """The worker reports its pid through a pipe it inherits (fork) and blocks; a helper process
     kills it. The caller maps in its own main thread, as a program does."""
     ctx = multiprocessing.get_context("fork")
@@ -275,7 +276,7 @@ def _block_at(x: int) -> int:
 
 
 @pytest.mark.parametrize(("backend", "start_method"), ENGINES[:3], ids=[e[0] for e in ENGINES[:3]])
-def test_item_that_never_returns_times_out(backend: str, start_method: str) -> None:
+def test_item_that_never_returns_times_out(backend: BackendName, start_method: str) -> None:
     began = time.monotonic()
     with pytest.raises(TaskTimeoutError, match=r"item 3 ran longer than timeout=0.5s") as info:
         pmap(

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 import parmap
-from parmap import InitializerError, ParmapError, WorkerCrashedError, pmap, worker_state
+from parmap import (
+    BackendName,
+    InitializerError,
+    ParmapError,
+    WorkerCrashedError,
+    pmap,
+    worker_state,
+)
 
 
 def load(token: str) -> dict[str, Any]:
@@ -58,7 +65,7 @@ def die_in_init() -> None:
 
 
 @pytest.mark.parametrize("backend", ["process", "pool", "futures"])
-def test_an_initializer_that_kills_its_worker_ends_the_call(backend: str) -> None:
+def test_an_initializer_that_kills_its_worker_ends_the_call(backend: BackendName) -> None:
     began = time.monotonic()
     with pytest.raises(WorkerCrashedError, match="running the initializer die_in_init") as info:
         pmap(abs, range(10), backend=backend, workers=2, initializer=die_in_init)

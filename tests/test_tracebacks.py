@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from parmap import RemoteTraceback, pmap, pstarmap
+from parmap import BackendName, RemoteTraceback, pmap, pstarmap
 
 SCRIPT = textwrap.dedent(
     """
     import sys
     import parmap
+from parmap import BackendName
 
 
     def parse(x):
@@ -90,7 +91,7 @@ def test_in_caller_map_names_the_item_of_a_generator() -> None:
 
 
 @pytest.mark.parametrize("backend", ["auto", "serial", "process", "thread"])
-def test_pstarmap_names_an_item_that_is_not_a_tuple(backend: str) -> None:
+def test_pstarmap_names_an_item_that_is_not_a_tuple(backend: BackendName) -> None:
     items: list[Any] = [(2, 3), 5, (2, 2)]
     with pytest.raises(TypeError, match=r"item 1 is not a tuple of arguments"):
         pstarmap(pow, items, backend=backend)

@@ -125,3 +125,13 @@ def test_imap_starts_nothing_until_iterated() -> None:
     it = imap(abs, itertools.count(), backend="process")
     assert children() == before
     it.close()
+
+
+def test_backend_names_type_lists_every_registered_engine() -> None:
+    """``BackendName`` (the ``Literal`` a typo fails mypy on) names "auto" and the registry."""
+    from typing import get_args
+
+    from parmap import BackendName
+    from parmap.backends import BACKENDS
+
+    assert set(get_args(BackendName)) == {"auto", *BACKENDS}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import parmap
-from parmap import pmap
+from parmap import BackendName, pmap
 from parmap._worker import THREAD_VARIABLES
 
 from .conftest import START_METHODS
@@ -67,7 +67,7 @@ def blas_threads(_: object) -> set[int]:
     [*(("process", method) for method in START_METHODS), ("pool", "fork"), ("futures", "fork")],
 )
 def test_workers_limit_the_blas_threads_the_caller_already_started(
-    backend: str, start_method: str
+    backend: BackendName, start_method: str
 ) -> None:
     threadpoolctl = pytest.importorskip("threadpoolctl")
     cpus = len(os.sched_getaffinity(0))

@@ -25,11 +25,13 @@ from ._processes import run_processes as run_processes
 from ._queues import Channel as Channel
 from ._queues import queue_collect as queue_collect
 from ._worker import worker_state as worker_state
+from .backends import BackendName as BackendName
 from .backends import shutdown as shutdown
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendName",
     "BackendUnavailableError",
     "Channel",
     "InitializerError",

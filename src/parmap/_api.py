@@ -31,7 +31,7 @@ from ._errors import note_item
 from ._progress import Progress, ProgressOption, make_progress
 from ._seeded import Seeded
 from ._worker import Failure, run_rest
-from .backends import Backend, Call, Chunk, Outcome
+from .backends import Backend, BackendName, Call, Chunk, Outcome
 
 __all__ = ["MapIterator", "MapOptions", "imap", "pmap", "pstarmap"]
 
@@ -80,7 +80,7 @@ class MapOptions(TypedDict, total=False):
     """
 
     workers: int | None
-    backend: str | Backend | cf.Executor
+    backend: BackendName | Backend | cf.Executor
     chunksize: int | None
     timeout: float | None
     start_method: str | None

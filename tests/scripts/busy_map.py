@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from parmap import pmap
 
@@ -18,5 +19,6 @@ if __name__ == "__main__":
     # As a program started from a terminal: a test runner started in the background (as a
     # non-interactive shell starts jobs) hands its children SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    backend, start_method = sys.argv[1], sys.argv[2]
+    backend: Any = sys.argv[1]
+    start_method = sys.argv[2]
     pmap(work, range(8), backend=backend, start_method=start_method, workers=2, chunksize=1)

@@ -12,6 +12,7 @@ from typing import Any
 
 from typing_extensions import assert_type
 
+import parmap
 from parmap import (
     Channel,
     MapIterator,
@@ -67,3 +68,10 @@ def check() -> None:
     queue_collect(produce, [(1, 2)])  # type: ignore[arg-type]
     pmap(to_str, [1], progress="yes")  # type: ignore[call-overload]
     pmap(to_str, [1], initargs=["x"])  # type: ignore[call-overload]
+
+
+def check_backend_names() -> None:
+    pmap(to_str, [1], backend="process")
+    pmap(to_str, [1], backend="proces")  # type: ignore[call-overload]
+    name: parmap.BackendName = "thread"
+    assert_type(pmap(to_str, [1], backend=name), list[str])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import importlib
 import sys
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from .._errors import BackendUnavailableError
 from ._base import Backend as Backend
@@ -22,6 +22,7 @@ from ._dask import DaskBackend as DaskBackend
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendName",
     "Call",
     "Chunk",
     "DaskBackend",
@@ -48,6 +49,12 @@ BACKENDS: dict[str, _Entry] = {
     "serial": _Entry("._serial", "SerialBackend", False),
     "dask": _Entry("._dask", "DaskBackend", False, "dask"),
 }
+
+
+#: What ``backend=`` accepts by name: ``"auto"`` (the policy, see ``backends._auto``) and every
+#: registered engine, so that a misspelt name fails ``mypy`` (a test keeps it in step with
+#: ``BACKENDS``).
+BackendName = Literal["auto", "process", "pool", "futures", "thread", "serial", "dask"]
 
 
 def create(

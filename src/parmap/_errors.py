@@ -9,6 +9,7 @@ as it does around a loop. ``RemoteTraceback`` is not raised; it rides along as `
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
@@ -49,7 +50,24 @@ class ParmapError(Exception):
     │   └── ResultUnpicklingError      a result or an exception, unpickled in the caller
     └── BackendUnavailableError      a backend needs an optional extra (also an ImportError)
     ```
+
+    Every one pickles with its type, message and attributes (a nested map's error reaches the
+    outer caller as itself): the constructors take keyword-only arguments that pickle's
+    default, ``cls(*args)``, would not pass, so they are rebuilt from their ``args`` and
+    attributes instead, as Trio's ``Cancelled.__reduce__`` does.
     """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[ParmapError], args: tuple[Any, ...], state: dict[str, Any]) -> ParmapError:
+    error = cls.__new__(cls, *args)
+    if isinstance(error, ImportError):
+        ImportError.__init__(error, *args)  # its ``msg``, which only its __init__ sets
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class RemoteTraceback(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import random
 from typing import Any
@@ -20,10 +21,25 @@ def draw(_: object) -> tuple[float, float]:
     return random.random(), float(np.random.random())
 
 
+def _threads(engine: dict[str, Any]) -> bool:
+    """Whether the engine runs items on several threads of this process."""
+    backend = engine["backend"]
+    return backend == "thread" or isinstance(backend, cf.ThreadPoolExecutor)
+
+
 def test_seed_gives_the_same_numbers_on_every_engine(engine: dict[str, Any]) -> None:
-    expected = pmap(draw, range(30), seed=42, backend="serial")
-    assert pmap(draw, range(30), seed=42, chunksize=4, **engine) == expected
-    assert pmap(draw, range(30), seed=43, backend="serial") != expected
+    expected = pmap(draw, range(200), seed=42, backend="serial")
+    if _threads(engine):
+        with pytest.raises(ValueError, match=r"seed= cannot hold on 2 threads of one process"):
+            pmap(draw, range(200), seed=42, **engine)
+        return
+    assert pmap(draw, range(200), seed=42, chunksize=4, **engine) == expected
+    assert pmap(draw, range(200), seed=43, backend="serial") != expected
+
+
+def test_seed_holds_on_a_single_thread() -> None:
+    expected = pmap(draw, range(50), seed=7, backend="serial")
+    assert pmap(draw, range(50), seed=7, backend="thread", workers=1) == expected
 
 
 def test_without_a_seed_forked_workers_draw_different_numbers() -> None:

@@ -266,6 +266,12 @@ def _prepare(
     chosen = _choose_backend(api, backend, workers, start_method, total, limit_threads)
     if timeout is not None and not chosen.timeouts:
         raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
+    if seed is not None and chosen.threaded:
+        raise ValueError(
+            f"{api}(): seed= cannot hold on {chosen.workers} threads of one process: they share "
+            "one random state, and another thread draws between an item's reseeding and its "
+            "own draws; use backend='process' (or workers=1)"
+        )
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     whole = iterables[0] if len(iterables) == 1 and isinstance(iterables[0], range) else None
     reader = _Reader(items, whole)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from typing_extensions import TypeVarTuple, Unpack
 
 from ._api import check_callable, check_iterable, check_start_method, check_timeout
+from ._children import join_exit, reap
 from ._errors import (
     TaskPicklingError,
     TaskTimeoutError,
@@ -129,7 +130,7 @@ class Family:
         """The child's process ended before its outcome arrived."""
         proc = self.procs[index]
         assert proc is not None
-        proc.join()
+        join_exit(proc)
         if proc.exitcode == 0 and owes_reply:
             # Its reply may still be on its way (a queue's feeder thread); allow it a moment.
             first = self._exited_at.setdefault(index, time.monotonic())
@@ -174,11 +175,10 @@ class Family:
             if proc is None:
                 continue
             if self.failure is None:
-                proc.join(max(0.0, deadline - time.monotonic()))
+                join_exit(proc, max(0.0, deadline - time.monotonic()))
             if proc.exitcode is None:
                 proc.kill()
-            proc.join()
-            proc.close()
+            reap(proc)
 
 
 def prepare_children(

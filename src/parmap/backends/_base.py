@@ -151,6 +151,9 @@ class Backend(ABC):
     pickles: bool = True
     #: False where ``timeout=`` cannot be enforced; asking for one is then a ``ValueError``.
     timeouts: bool = True
+    #: True where items run on several threads of one process at once: they share module-level
+    #: state (``random``'s), so ``seed=`` cannot hold there and is refused at call time.
+    threaded: bool = False
     #: True while every chunk runs in the calling thread, in order, when waited for (and no
     #: chunk is outstanding): ``pmap`` may then map the rest of the input in one go.
     inline: bool = False

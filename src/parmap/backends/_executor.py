@@ -35,6 +35,7 @@ class ExecutorBackend(FutureBackend):
         self.workers = workers or (known if isinstance(known, int) else None) or os.cpu_count() or 1
         self.timeouts = self.local
         self.pickles = not self.local
+        self.threaded = self.local and self.workers > 1
         self._key = ""
         self._board = Board.local(1)
         self._slots: dict[int, int] = {}

@@ -13,6 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .._children import reap
 from .._worker import pool_initializer, run_chunk
 from ._base import Chunk
 from ._watched import WatchedPool
@@ -54,8 +55,7 @@ class FuturesBackend(WatchedPool):
         if result_queue is not None:
             result_queue.close()
         for proc in workers:
-            proc.join()
-            proc.close()
+            reap(proc)
         self._release(executor)
 
     @staticmethod

@@ -13,6 +13,7 @@ from multiprocessing.pool import Pool
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .._children import reap
 from .._worker import pool_initializer, run_chunk
 from ._base import Chunk
 from ._watched import WatchedPool
@@ -63,5 +64,5 @@ class PoolBackend(WatchedPool):
             if channel is not None:
                 channel.close()
         for proc in workers:
-            proc.close()
+            reap(proc)
         self._release(pool)

@@ -41,6 +41,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .._board import INITIALIZING, Board
+from .._children import join_exit, reap
 from .._errors import TaskPicklingError, WorkerCrashedError
 from .._worker import (
     TAG_QUIT,
@@ -251,8 +252,7 @@ class ProcessBackend(Backend):
             return
         while worker.held and self._drain(worker):
             pass
-        worker.proc.join()
-        exitcode, pid = worker.proc.exitcode, worker.proc.pid
+        exitcode, pid = join_exit(worker.proc), worker.proc.pid
         assert self._board is not None
         view = self._board.view(worker.slot)
         if view.index == INITIALIZING and self._call is not None:
@@ -277,9 +277,7 @@ class ProcessBackend(Backend):
         self._backlog.extendleft(reversed(worker.held))
         worker.held.clear()
         worker.conn.close()
-        worker.proc.join()
-        exitcode = worker.proc.exitcode
-        worker.proc.close()
+        exitcode = reap(worker.proc)
         self._respawns += 1
         if self._respawns > 2 * self.workers + 2:
             raise WorkerCrashedError("worker after worker", exitcode=exitcode)
@@ -319,12 +317,10 @@ def stop_workers(pool: list[_Worker]) -> None:
                 worker.conn.send_bytes(TAG_QUIT)
     deadline = time.monotonic() + QUIT_GRACE
     for worker in pool:
-        worker.proc.join(max(0.0, deadline - time.monotonic()))
-        if worker.proc.exitcode is None:
+        if join_exit(worker.proc, max(0.0, deadline - time.monotonic())) is None:
             worker.proc.kill()
-            worker.proc.join()
+        reap(worker.proc)
         worker.conn.close()
-        worker.proc.close()
 
 
 #: Workers are kept per start method, worker count and BLAS thread limit.

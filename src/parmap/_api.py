@@ -383,16 +383,19 @@ class MapIterator(Iterator[R], Generic[R]):
 
     def __init__(self, chunks: Iterator[list[Any]]) -> None:
         self._chunks = chunks
-        self._current: Iterator[Any] = iter(())
+        #: The current chunk's results not yet handed out, last first: each is popped as it is
+        #: handed out, so that parmap holds no reference to a result the consumer has
+        #: (CPython's ``test_free_reference``, bpo-14406).
+        self._current: list[Any] = []
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> R:
-        while True:
-            for result in self._current:
-                return result  # type: ignore[no-any-return]
-            self._current = iter(next(self._chunks))
+        while not self._current:
+            self._current = next(self._chunks)
+            self._current.reverse()
+        return self._current.pop()  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stop the workers; later ``next()`` calls raise ``StopIteration``."""
@@ -400,7 +403,7 @@ class MapIterator(Iterator[R], Generic[R]):
         if close is not None:
             close()
         self._chunks = iter(())
-        self._current = iter(())
+        self._current = []
 
     def __enter__(self) -> Self:
         return self

@@ -327,3 +327,17 @@ def test_segfault_dump_goes_to_the_workers_stderr(capfd: pytest.CaptureFixture[s
     err = capfd.readouterr().err
     assert "Fatal Python error: Segmentation fault" in err
     assert "segfault_at" in err
+
+
+def _fifty_ms(x: int) -> int:
+    time.sleep(0.05)  # the work itself: each item takes 50 ms, five times the timeout
+    return x
+
+
+@pytest.mark.parametrize("backend", ["process", "pool", "futures", "thread", "serial", "auto"])
+def test_a_short_timeout_is_enforced_on_items_that_return_late(backend: BackendName) -> None:
+    """The caller looks at the board only every so often; an item that returns after its
+    timeout, before the caller looked, is caught in the worker. The lowest late item is named."""
+    with pytest.raises(TaskTimeoutError, match=r"item 0 ran longer than timeout=0.01s") as info:
+        pmap(_fifty_ms, range(6), backend=backend, timeout=0.01, workers=2)
+    assert info.value.index == 0

@@ -50,7 +50,7 @@ EXIT_GRACE = 5.0
 def child_reply(caller: int, fn_bytes: bytes, index: int, payload: bytes, *extra: Any) -> bytes:
     """In a child: run ``fn(*args, *extra)`` once, as a pool worker runs an item; the reply."""
     become_worker(caller)
-    install(fn_bytes, star=True, timed=False)
+    install(fn_bytes, star=True, timeout=None)
     if not extra:
         return run_chunk(index, payload)
     try:

@@ -48,6 +48,7 @@ from ._errors import (
     ResultUnpicklingError,
     SerializationError,
     TaskExitError,
+    TaskTimeoutError,
     TaskUnpicklingError,
     note_item,
 )
@@ -72,11 +73,12 @@ Failure = tuple[int, BaseException]
 ORPHAN_POLL_SECONDS = 0.25
 
 # Messages from the caller to a process-backend worker: a one-byte tag, then the body.
-TAG_FUNCTION = b"F"  # flags byte (star, timed), then the cloudpickled function
+TAG_FUNCTION = b"F"  # star (a byte), timeout (a double, 0: none), the cloudpickled function
 TAG_CHUNK = b"C"  # 8-byte start index, then the pickled list of items
 TAG_QUIT = b"Q"
 TAG_RELEASE = b"R"  # the call is over: drop the function (a warm worker waits for the next)
 _START = struct.Struct("<q")
+_FUNCTION = struct.Struct("<?d")
 
 
 def execute(
@@ -86,11 +88,14 @@ def execute(
     items: Iterable[Any],
     board: Cells | None,
     base: int,
-    timed: bool,
+    timeout: float | None,
 ) -> tuple[list[Any], BaseException | None]:
     """Run ``fn`` over ``items``; return the results and the exception that stopped them, if any.
 
-    The failing item's index is ``start + len(results)``.
+    The failing item's index is ``start + len(results)``. With ``timeout`` each item's start
+    is on the board, where the caller finds an item that never returns; an item that returns
+    late is caught here, exactly, by the clock read that stamps the next item's start (the
+    caller looks only every so often, and would miss an item that ended before it looked).
     """
     results: list[Any] = []
     calls = starmap(fn, items) if star else map(fn, items)
@@ -101,13 +106,17 @@ def execute(
         append = results.append
         at, when = base + INDEX, base + STARTED
         board[at] = start
-        if timed:
-            clock = time.monotonic_ns
-            board[when] = clock()
+        if timeout is not None:
+            clock, limit = time.monotonic_ns, int(timeout * 1e9)
+            board[when] = began = clock()
             for index, result in enumerate(calls, start + 1):
+                now = clock()
+                if now - began > limit:
+                    late = index - 1
+                    return results, TaskTimeoutError(f"item {late}", timeout=timeout, index=late)
                 append(result)
                 board[at] = index
-                board[when] = clock()
+                board[when] = began = now
         else:
             for index, result in enumerate(calls, start + 1):
                 append(result)
@@ -192,7 +201,7 @@ class _State:
     install_error: tuple[str, str, str] | None = None  # phase, description, traceback
     worker_state: Any = _NO_STATE
     star = False
-    timed = False
+    timeout: float | None = None
     board: Cells | None = None
     base = 0
     key: object = None
@@ -205,10 +214,10 @@ def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def install(task_bytes: bytes, star: bool, timed: bool) -> None:
+def install(task_bytes: bytes, star: bool, timeout: float | None) -> None:
     """Unpickle the call's function once and run its initializer; a failure is reported with
     every chunk (see ``_serialize.dumps_task`` for what ``task_bytes`` holds)."""
-    _STATE.star, _STATE.timed = star, timed
+    _STATE.star, _STATE.timeout = star, timeout
     _STATE.fn, _STATE.install_error, _STATE.worker_state = None, None, _NO_STATE
     try:
         fn, initializer, initargs = loads(task_bytes)
@@ -308,7 +317,7 @@ def run_items(
     board, base = _STATE.board, _STATE.base
     assert _STATE.fn is not None
     began = time.perf_counter()
-    results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timed)
+    results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timeout)
     if exc is None:
         try:
             return dumps(("ok", results, time.perf_counter() - began), out)
@@ -348,7 +357,7 @@ def _unpicklable_result(results: list[Any], start: int) -> bytes:
 def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes) -> bytes:
     """``run_chunk`` for executors parmap did not start: installs the function on first use."""
     if _STATE.key != key:
-        install(fn_bytes, star, timed=False)
+        install(fn_bytes, star, timeout=None)
         _STATE.key = key
     return run_chunk(start, payload)
 
@@ -488,7 +497,7 @@ def pool_initializer(
     counter: Any,
     fn_bytes: bytes,
     star: bool,
-    timed: bool,
+    timeout: float | None,
 ) -> None:
     """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers."""
     become_worker(caller, threads)
@@ -496,7 +505,7 @@ def pool_initializer(
         slot = counter.value
         counter.value += 1
     attach_board(board, slot)
-    install(fn_bytes, star, timed)
+    install(fn_bytes, star, timeout)
 
 
 def process_main(
@@ -518,8 +527,8 @@ def process_main(
             out: list[pickle.PickleBuffer] = []
             send_framed(conn, run_chunk(start, payload, buffers, out), out)
         elif tag == TAG_FUNCTION:
-            flags = message[1]
-            install(message[2:], star=bool(flags & 1), timed=bool(flags & 2))
+            star, timeout = _FUNCTION.unpack_from(message, 1)
+            install(message[1 + _FUNCTION.size :], bool(star), timeout if timeout > 0 else None)
         elif tag == TAG_RELEASE:
             _STATE.fn = None
         else:
@@ -560,8 +569,8 @@ def receive_buffers(conn: Connection, sizes: Sequence[int]) -> list[bytearray]:
     return buffers
 
 
-def function_message(fn_bytes: bytes, star: bool, timed: bool) -> bytes:
-    return TAG_FUNCTION + bytes([int(star) | (int(timed) << 1)]) + fn_bytes
+def function_message(fn_bytes: bytes, star: bool, timeout: float | None) -> bytes:
+    return TAG_FUNCTION + _FUNCTION.pack(star, timeout or 0.0) + fn_bytes
 
 
 def chunk_message(start: int, payload: bytes, buffers: Sequence[pickle.PickleBuffer]) -> bytes:

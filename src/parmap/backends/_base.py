@@ -123,13 +123,14 @@ class Outcome:
 def _run_chunk_here(call: Call, chunk: Chunk, board: Cells | None, base: int) -> Outcome:
     began = time.perf_counter()
     if call.timeout is None or board is not None:
-        timed = call.timeout is not None
-        results, exc = execute(call.fn, call.star, chunk.start, chunk.items, board, base, timed)
+        results, exc = execute(
+            call.fn, call.star, chunk.start, chunk.items, board, base, call.timeout
+        )
     else:  # no board to watch (the caller itself): item by item, each overrun named
         results, exc = [], None
         for offset, item in enumerate(chunk.items):
             item_began = time.perf_counter()
-            done, exc = execute(call.fn, call.star, chunk.start + offset, [item], None, 0, False)
+            done, exc = execute(call.fn, call.star, chunk.start + offset, [item], None, 0, None)
             if exc is None and time.perf_counter() - item_began > call.timeout:
                 index = chunk.start + offset
                 error = TaskTimeoutError(f"item {index}", timeout=call.timeout, index=index)
@@ -219,9 +220,11 @@ def initializer_crash(call: Call, view: SlotView, exitcode: int | None) -> Worke
 
 
 def overdue(board: Board, timeout: float) -> list[SlotView]:
-    """Slots whose current item started more than ``timeout`` seconds ago."""
+    """Slots whose current item started more than ``timeout`` seconds ago, lowest item first
+    (the one the loop would have reached first)."""
     now = time.monotonic()
-    return [v for v in board if v.index >= 0 and v.pid and now - v.started > timeout]
+    late = [v for v in board if v.index >= 0 and v.pid and now - v.started > timeout]
+    return sorted(late, key=lambda v: v.index)
 
 
 def timeout_failure(view: SlotView, timeout: float) -> Failure:

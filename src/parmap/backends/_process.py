@@ -133,7 +133,7 @@ class ProcessBackend(Backend):
     def start(self, call: Call) -> None:
         self._call = call
         self._respawns = 0
-        self._function = function_message(call.fn_bytes, call.star, call.timeout is not None)
+        self._function = function_message(call.fn_bytes, call.star, call.timeout)
         if not self._pool:
             kept = WARM.take(self._key()) if self.warm else None
             if kept is not None:

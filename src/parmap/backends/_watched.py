@@ -76,10 +76,17 @@ class WatchedPool(FutureBackend):
         # Slots for replacements too: Pool starts a new worker for each one that dies.
         self._board = Board.shared(self._ctx, 2 * self.workers + 8)
         counter = self._ctx.Value("i", 0)
-        timed = call.timeout is not None
         self._procs = {}
         self._suspects: dict[int, float] = {}
-        args = (os.getpid(), self.threads, self._board, counter, call.fn_bytes, call.star, timed)
+        args = (
+            os.getpid(),
+            self.threads,
+            self._board,
+            counter,
+            call.fn_bytes,
+            call.star,
+            call.timeout,
+        )
         self._open(args)
         self._track()
 

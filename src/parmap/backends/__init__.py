@@ -51,10 +51,9 @@ BACKENDS: dict[str, _Entry] = {
 }
 
 
-#: What ``backend=`` accepts by name: ``"auto"`` (the policy, see ``backends._auto``) and every
-#: registered engine, so that a misspelt name fails ``mypy`` (a test keeps it in step with
-#: ``BACKENDS``).
 BackendName = Literal["auto", "process", "pool", "futures", "thread", "serial", "dask"]
+"""The names ``backend=`` accepts: ``"auto"`` and every registered engine, as a ``Literal``, so
+that a misspelt name fails ``mypy``. Annotate a variable you pass as ``backend=`` with it."""
 
 
 def create(

@@ -15,9 +15,11 @@ import pytest
 from parmap._bench import (
     LOOP,
     LOOP_RUNS,
+    Row,
     Runner,
     Workload,
     bench,
+    figure,
     is_noise,
     loop_row,
     render,
@@ -308,6 +310,54 @@ def test_each_round_runs_every_runner_once_and_the_loop_three_times_through_it()
         ("b", 2, 3),
         ("c", 1, 3),
     ]
+
+
+# -- the plot -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matplotlib_fonts() -> None:
+    """Draw once before the leak guard's baseline: matplotlib keeps its font file open, cached,
+    from its first drawing on (as multiprocessing keeps its forkserver)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = figure([loop_row("w", rounds(1.0))])
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+@pytest.mark.usefixtures("matplotlib_fonts")
+def test_the_plot_has_whole_worker_ticks_plain_speedups_the_ideal_and_hollow_noise() -> None:
+    loop = rounds(1.0, 1.0, 1.0)
+    rows: list[Row] = [loop_row("cpu", loop)]
+    for runner, times in [("parmap:auto", (1.2, 0.7)), ("joblib", (250.0, 400.0))]:
+        for workers, seconds in zip((1, 2), times, strict=True):
+            rows.append(summarize("cpu", runner, workers, [seconds] * 3, loop))
+    rows.append(summarize("cpu", "mpire", 2, [0.9, 1.1, 1.0], loop))  # noise
+    fig = figure(rows, {"cpu": "16 tasks"})
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [1, 2]
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels
+    assert all(re.fullmatch(r"[\d.]+", label) for label in labels), labels
+    assert "cpu: 16 tasks" in ax.get_title()
+    assert any("1 of 5 points noise" in text.get_text() for text in ax.texts)
+    ideal = [line for line in ax.get_lines() if list(line.get_xdata()) == [1, 2]]
+    assert any(list(line.get_ydata()) == [1, 2] for line in ideal)
+    hollow = [
+        line for line in ax.get_lines()
+        if line.get_marker() not in ("None", "", None) and line.get_markerfacecolor() == "white"
+    ]  # fmt: skip
+    assert len(hollow) == 1  # mpire's
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "hollow: noise, not a speedup" in legend
+    assert "ideal: speedup = workers" in legend
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def test_the_loop_runs_three_times_a_round_with_a_single_runner() -> None:

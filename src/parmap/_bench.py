@@ -25,7 +25,8 @@ in brackets. speedup is the loop's median time over the row's (2.00: twice as fa
 speedup / workers (1.00: every worker as busy as the loop). A row marked ~ is noise: its
 speedup's range is wider than its distance from 1.00 (the rounds disagree), its speedup is above
 its worker count (superlinear: a cache or the machine, not the map), or it was measured once;
-it shows neither a speedup nor a slowdown, and no efficiency.
+it shows neither a speedup nor a slowdown, and no efficiency. The plot draws such a point
+hollow.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -539,7 +541,7 @@ def write(
     written.append(out / "bench.md")
     written[-1].write_text(markdown(rows, meta))
     if importlib.util.find_spec("matplotlib") is not None:
-        written.append(plot(rows, out / "speedup.png"))
+        written.append(plot(rows, out / "speedup.png", meta["workloads"]))
     return written
 
 
@@ -575,43 +577,126 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[Row], path: Path) -> Path:
-    """Speedup over the loop against workers, a panel per workload (log scale: the small and
-    shared workloads' speedups are far below one); parmap solid, peers dashed."""
+#: Okabe and Ito's colours, told apart with any colour vision (their yellow left out: too pale
+#: on white); each runner also has its own marker, and the peers dashed lines.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
+PEER_LINES = ["--", "-.", ":", (0, (5, 2, 1, 2, 1, 2))]
+
+
+def plot(rows: list[Row], path: Path, workloads: dict[str, str] | None = None) -> Path:
+    """:func:`figure`, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(r.workload for r in rows))
-    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != "serial loop"]
-    colors = plt.get_cmap("tab20")
-    columns = min(3, len(names))
-    lines = -(-len(names) // columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(4.5 * columns, 3.5 * lines), squeeze=False)
-    for ax, name in zip(axes.flat, names, strict=False):
-        for n, runner in enumerate(runners):
-            points = [
-                (r.workers, r.speedup) for r in rows if (r.workload, r.runner) == (name, runner)
-            ]
-            if points:
-                style = "-" if runner.startswith("parmap") else "--"
-                ax.plot(
-                    *zip(*points, strict=True), style, marker="o", color=colors(n), label=runner
-                )
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel("workers")
-        ax.set_ylabel("speedup over the loop")
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08 if lines > 1 else 0.15, 1, 1))
+    fig = figure(rows, workloads)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
+    """Speedup over the loop against workers, a panel per workload, each point with its range
+    over the rounds and a noise point hollow (each panel's title counts them). The speedup axis
+    is logarithmic (the small and shared workloads' speedups are far below one) with plain
+    numbers; the dotted line is the ideal, speedup = workers, the grey one the loop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    workloads = workloads or {}
+    names = list(dict.fromkeys(r.workload for r in rows))
+    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != LOOP]
+    style: dict[str, dict[str, Any]] = {}
+    peers = 0
+    for n, runner in enumerate(runners):
+        if runner.startswith("parmap"):
+            line: Any = "-"
+        else:
+            line, peers = PEER_LINES[peers % len(PEER_LINES)], peers + 1
+        style[runner] = {
+            "color": PALETTE[n % len(PALETTE)],
+            "marker": MARKERS[n % len(MARKERS)],
+            "linestyle": line,
+        }
+    counts = sorted({r.workers for r in rows})
+    columns = 2 if len(names) == 4 else min(3, len(names))
+    lines = -(-len(names) // columns)
+    height = 3.9 * lines + 1.4
+    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, height), squeeze=False)
+    plain = FuncFormatter(lambda v, _: f"{v:.12f}".rstrip("0").rstrip("."))  # 0.00005, not 5e-05
+    for ax, name in zip(axes.flat, names, strict=False):
+        chosen = [r for r in rows if r.workload == name and r.runner != LOOP]
+        ax.plot(counts, counts, ":", color="grey", linewidth=1.2)  # the ideal
+        ax.axhline(1.0, color="grey", linewidth=0.8)  # the loop
+        for n, runner in enumerate(runners):
+            mine = [r for r in chosen if r.runner == runner]
+            if not mine:
+                continue
+            # Dodged a little sideways, so that the ranges do not hide each other.
+            x = [r.workers + (n - (len(runners) - 1) / 2) * 0.015 for r in mine]
+            y = [r.speedup for r in mine]
+            s = style[runner]
+            ax.plot(x, y, color=s["color"], linestyle=s["linestyle"], linewidth=1.2)
+            ax.errorbar(
+                x,
+                y,
+                yerr=[[r.speedup - r.speedup_min for r in mine],
+                      [r.speedup_max - r.speedup for r in mine]],
+                fmt="none", ecolor=s["color"], elinewidth=0.8, capsize=2, alpha=0.7,
+            )  # fmt: skip
+            for r, xi in zip(mine, x, strict=True):
+                ax.plot(
+                    xi,
+                    r.speedup,
+                    marker=s["marker"],
+                    color=s["color"],
+                    markerfacecolor="white" if r.noise else s["color"],
+                    markersize=6,
+                    linestyle="none",
+                )
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(counts) - 0.4, max(counts) + 0.4)
+        title = f"{name}: {workloads[name]}" if name in workloads else name
+        ax.set_title(textwrap.fill(title, 60), fontsize=9)
+        noisy = sum(r.noise for r in chosen)
+        ax.text(
+            0.02, 0.97,
+            f"{noisy} of {len(chosen)} points noise (hollow)" if noisy else "no point is noise",
+            transform=ax.transAxes, va="top", fontsize=8,
+            color=PALETTE[3] if 2 * noisy >= len(chosen) else "dimgrey",
+            fontweight="bold" if 2 * noisy >= len(chosen) else "normal",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
+        )  # fmt: skip
+        ax.set_xlabel("workers")
+        ax.set_ylabel("speedup over the serial loop")
+        ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    handles: list[Any] = [
+        Line2D([], [], marker=s["marker"], color=s["color"], linestyle=s["linestyle"], label=r)
+        for r, s in style.items()
+    ]
+    handles += [
+        Line2D([], [], linestyle=":", color="grey", label="ideal: speedup = workers"),
+        Line2D([], [], color="grey", linewidth=0.8, label="the serial loop (1)"),
+        Line2D([], [], marker="o", color="black", markerfacecolor="white", linestyle="none",
+               label="hollow: noise, not a speedup"),
+        Line2D([], [], marker="|", color="black", linestyle="none", markersize=10,
+               label="bar: range over the rounds"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 1.3 / height, 1, 1))
+    return fig
 
 
 def main(argv: Sequence[str] | None = None) -> int:

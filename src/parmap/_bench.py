@@ -129,7 +129,10 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     tasks = (2 if quick else 4) * cores
     out = {
         "cpu": Workload(
-            "cpu", spin, lambda: [n_spin] * coarse, f"{coarse} pure-Python tasks of ~{task} s each"
+            "cpu",
+            spin,
+            lambda: [n_spin] * coarse,
+            f"{coarse} pure-Python task{'s' * (coarse != 1)} of ~{task} s each",
         ),
         "trivial": Workload("trivial", square, lambda: range(trivial), f"{trivial:,} calls of x*x"),
         "small": Workload("small", square, lambda: range(10), "10 calls of x*x"),

@@ -21,6 +21,7 @@ from parmap._bench import (
     bench,
     figure,
     is_noise,
+    log_ticks,
     loop_row,
     render,
     runners,
@@ -366,3 +367,22 @@ def test_the_loop_runs_three_times_a_round_with_a_single_runner() -> None:
     suite = {"tiny": Workload("tiny", lambda x: calls.append("loop"), lambda: [0], "1 call")}
     bench(suite, ["tiny"], [1, 2], 2, table_)
     assert calls == ["c", "loop"] + ["loop"] * LOOP_RUNS + ["c"] + ["loop"] * LOOP_RUNS + ["c"]
+
+
+def test_log_ticks_are_plain_and_at_least_four_where_they_can_be() -> None:
+    assert log_ticks(0.0004, 3) == [
+        0.0005,
+        0.001,
+        0.002,
+        0.005,
+        0.01,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1,
+        2,
+    ]
+    assert log_ticks(0.65, 2.1) == [0.7, 1, 1.5, 2]
+    assert log_ticks(0.85, 1.3) == [0.9, 1, 1.2]

@@ -587,6 +587,18 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
 PEER_LINES = ["--", "-.", ":", (0, (5, 2, 1, 2, 1, 2))]
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis from ``low`` to ``high``: 1, 2 and 5 a decade, finer where that
+    leaves fewer than four (0.8, 1, 1.2, 1.5, 2 rather than 1 and 2 alone)."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for subs in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [round(m * 10.0**e, 12) for e in decades for m in subs]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= 4:
+            break
+    return ticks
+
+
 def plot(rows: list[Row], path: Path, workloads: dict[str, str] | None = None) -> Path:
     """:func:`figure`, saved to ``path``."""
     import matplotlib
@@ -610,7 +622,7 @@ def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
     workloads = workloads or {}
     names = list(dict.fromkeys(r.workload for r in rows))
@@ -664,7 +676,7 @@ def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
                     linestyle="none",
                 )
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -91,12 +91,11 @@ def spread(count: int) -> list[float]:
 
 
 def calibrate(seconds: float) -> int:
-    """Loop iterations of :func:`spin` that take about ``seconds`` here."""
+    """Loop iterations of :func:`spin` that take about ``seconds`` here, by the fastest of three
+    timings (one that another program slowed would make every task shorter than it says)."""
     n = 10_000
     while True:
-        began = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - began
+        took = min(timed(functools.partial(spin, n)) for _ in range(3))
         if took > 0.02:
             return max(1, int(n * seconds / took))
         n *= 4

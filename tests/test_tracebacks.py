@@ -18,7 +18,6 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     import parmap
-from parmap import BackendName
 
 
     def parse(x):

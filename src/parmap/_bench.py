@@ -6,13 +6,27 @@ mpire) at each worker count. Every run starts and stops its own workers, as a sc
 once would see them: the peers' pools inside ``with``, parmap's with ``parmap.shutdown``
 at the end of the run and nothing remembered from an earlier run. One more row,
 ``parmap:auto (repeated)``, is a repeated call: warm workers and the function's measured cost
-kept from an untimed call right before it.
+kept from an untimed call right before it. ``parmap:serial`` runs in the caller: one row, at
+1 worker.
 
-The runs are interleaved: each round runs the loop and every runner once, each round starting
-at a different place in the list, and each time reported is the median over the rounds, so that
-a drift in the machine's speed (or the wake of the run before) slows every runner alike rather
-than whichever ran during it. (On the shared 2-core host parmap is developed
-on, the same loop varies by a quarter from one run to the next.)
+The runs are interleaved: each round runs every runner once and the loop three times, spread
+through it, each round starting at a different place in the list, so that a drift in the
+machine's speed (or the wake of the run before) slows every runner alike rather than whichever
+ran during it, and each runner is compared with the loop of its own round. (On the shared
+2-core host parmap is developed on, the same loop varies by a quarter from one run to the next.)
+Before the rounds, untimed, every runner maps four items once (imports, a forkserver: what only
+a first call pays) and the loop runs once over each workload (its caches, a BLAS library's
+threads).
+
+The output starts with a line per workload saying what it maps. In the table, ms is the
+wall-clock time of one run in milliseconds, the median over the rounds, the fastest and slowest
+in brackets. speedup is the loop's median time over the row's (2.00: twice as fast as the loop;
+0.50: half as fast), in brackets the lowest and highest ratio within one round. efficiency is
+speedup / workers (1.00: every worker as busy as the loop). A row marked ~ is noise: its
+speedup's range is wider than its distance from 1.00 (the rounds disagree), its speedup is above
+its worker count (superlinear: a cache or the machine, not the map), or it was measured once;
+it shows neither a speedup nor a slowdown, and no efficiency. The plot draws such a point
+hollow.
 """
 
 from __future__ import annotations
@@ -23,11 +37,13 @@ import csv
 import functools
 import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +52,7 @@ from typing import Any
 
 from ._api import default_workers, imap, pmap
 from ._progress import bar_class
-from .backends import shutdown
+from .backends import BackendName, shutdown
 from .backends._auto import forget_costs
 
 __all__ = ["main"]
@@ -75,12 +91,11 @@ def spread(count: int) -> list[float]:
 
 
 def calibrate(seconds: float) -> int:
-    """Loop iterations of ``spin`` that take about ``seconds`` here."""
+    """Loop iterations of ``spin`` that take about ``seconds`` here, by the fastest of three
+    timings (one that another program slowed would make every task shorter than it says)."""
     n = 10_000
     while True:
-        began = time.perf_counter()
-        spin(n)
-        took = time.perf_counter() - began
+        took = min(timed(functools.partial(spin, n)) for _ in range(3))
         if took > 0.02:
             return max(1, int(n * seconds / took))
         n *= 4
@@ -94,26 +109,37 @@ class Workload:
     describe: str
 
 
+#: What ``--quick`` runs unless ``--workloads`` says otherwise: three rounds of these, at their
+#: quick sizes, take under a minute on 2 cores (the unbalanced and shared ones add half a minute).
+QUICK = ("cpu", "trivial", "small", "numpy")
+
+
 def workloads(quick: bool, scale: float) -> dict[str, Workload]:
+    """The suite, smaller when ``quick``."""
     cores = default_workers()
-    task = 0.02 if quick else 0.2
+    task = 0.01 if quick else 0.2
     n_spin = calibrate(task)
     # Quick: ProcessPoolExecutor's default (one item per round trip) costs ~75 us an item.
-    trivial = int((20_000 if quick else 1_000_000) * scale)
+    trivial = int((2_000 if quick else 1_000_000) * scale)
     coarse = int(8 * cores * scale) or 1
+    uneven = coarse * (5 if quick else 10)
     big = bytes(50 * 1024 * 1024 if not quick else 10 * 1024 * 1024)
-    side = 400 if quick else 800
+    side = 300 if quick else 800
+    tasks = (2 if quick else 4) * cores
     out = {
         "cpu": Workload(
-            "cpu", spin, lambda: [n_spin] * coarse, f"{coarse} pure-Python tasks of ~{task} s"
+            "cpu",
+            spin,
+            lambda: [n_spin] * coarse,
+            f"{coarse} pure-Python task{'s' * (coarse != 1)} of ~{task} s each",
         ),
         "trivial": Workload("trivial", square, lambda: range(trivial), f"{trivial:,} calls of x*x"),
         "small": Workload("small", square, lambda: range(10), "10 calls of x*x"),
         "unbalanced": Workload(
             "unbalanced",
             spin,
-            lambda: [max(1, int(n_spin * 100 ** (f - 1))) for f in spread(coarse * 10)],
-            f"{coarse * 10} tasks from ~{task / 100:g} s to ~{task} s (100x), shuffled",
+            lambda: [max(1, int(n_spin * 100 ** (f - 1))) for f in spread(uneven)],
+            f"{uneven} pure-Python tasks from ~{task / 100:g} s to ~{task} s (100x), shuffled",
         ),
         "shared": Workload(
             "shared",
@@ -126,8 +152,8 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
         out["numpy"] = Workload(
             "numpy",
             functools.partial(numpy_task, size=side),
-            lambda: range(4 * cores),
-            f"{4 * cores} {side}x{side} matmul+inverse",
+            lambda: range(tasks),
+            f"{tasks} numpy {side}x{side} matrix products and inverses",
         )
     return out
 
@@ -140,9 +166,11 @@ class Runner:
     run: Callable[[Workload, int], Any]
     #: Call once, untimed, right before each timed run: the rows then show a repeated call.
     warm_up: bool = False
+    #: False for a runner that ignores the worker count: it has one row, at 1 worker.
+    parallel: bool = True
 
 
-def _parmap(backend: str, *, repeated: bool = False) -> Runner:
+def _parmap(backend: BackendName, *, repeated: bool = False) -> Runner:
     def run(w: Workload, workers: int) -> Any:
         if repeated:
             return pmap(w.fn, w.items(), backend=backend, workers=workers)
@@ -152,7 +180,7 @@ def _parmap(backend: str, *, repeated: bool = False) -> Runner:
         finally:
             shutdown()  # the workers' stop is part of the run, as the peers' is
 
-    return Runner(run, warm_up=repeated)
+    return Runner(run, warm_up=repeated, parallel=backend != "serial")
 
 
 def _pool(w: Workload, workers: int) -> Any:
@@ -192,14 +220,90 @@ def runners() -> dict[str, Runner]:
     return out
 
 
+# -- what the rounds show -------------------------------------------------------------------------
+
+LOOP = "serial loop"
+
+
 @dataclass
 class Row:
+    """One runner at one worker count over one workload, summarized over the rounds."""
+
     workload: str
     runner: str
     workers: int
+    #: Rounds this row was measured in (a run over :data:`NO_REPEAT_AFTER` stops repeating).
+    rounds: int
+    #: Wall-clock seconds of one run: the median over the rounds, the fastest, the slowest.
     seconds: float
+    seconds_min: float
+    seconds_max: float
+    #: The loop's median seconds over this row's; the range is the lowest and highest ratio of
+    #: the loop's median in a round to this row's time in the same round.
     speedup: float
-    efficiency: float
+    speedup_min: float
+    speedup_max: float
+    #: See ``is_noise``: the row shows neither a speedup nor a slowdown.
+    noise: bool
+    #: ``speedup / workers``; None for a noise row.
+    efficiency: float | None
+
+
+def is_noise(speedup: float, low: float, high: float, workers: int, rounds: int) -> bool:
+    """Whether a speedup measured over ``rounds`` rounds, per-round ratios from ``low`` to
+    ``high``, tells nothing: the range is wider than the speedup's distance from 1 (the rounds
+    disagree on how much faster or slower than the loop it is, or on which), the speedup is above
+    the worker count (superlinear: a cache or the machine's drift, not the map; efficiency above
+    1), or there was only one round to judge by."""
+    return rounds < 2 or high - low > abs(speedup - 1) or speedup > workers
+
+
+def summarize(
+    workload: str,
+    runner: str,
+    workers: int,
+    taken: Sequence[float | None],
+    loop: Sequence[Sequence[float]],
+) -> Row:
+    """The row for one runner: ``taken`` is its seconds in each round (None: not run that
+    round), ``loop`` the loop's seconds in each round (it runs :data:`LOOP_RUNS` times a
+    round). The speedup is the loop's median over the runner's; its range, the lowest and
+    highest ratio of the loop's median in a round to the runner's time in the same round."""
+    times = [max(t, 1e-9) for t in taken if t is not None]
+    baseline = statistics.median(t for ts in loop for t in ts)
+    seconds = statistics.median(times)
+    speedup = baseline / seconds
+    ratios = [
+        statistics.median(ts) / max(t, 1e-9)
+        for ts, t in zip(loop, taken, strict=True)
+        if ts and t is not None
+    ]
+    low, high = min(speedup, *ratios), max(speedup, *ratios)
+    noise = is_noise(speedup, low, high, workers, len(ratios))
+    return Row(
+        workload,
+        runner,
+        workers,
+        len(times),
+        seconds,
+        min(times),
+        max(times),
+        speedup,
+        low,
+        high,
+        noise,
+        None if noise else speedup / workers,
+    )
+
+
+def loop_row(workload: str, loop: Sequence[Sequence[float]]) -> Row:
+    """The loop's own row: its every run's seconds, a speedup of 1 by definition."""
+    every = [t for ts in loop for t in ts]
+    seconds = statistics.median(every)
+    rounds = sum(1 for ts in loop if ts)
+    return Row(
+        workload, LOOP, 1, rounds, seconds, min(every), max(every), 1.0, 1.0, 1.0, False, 1.0
+    )
 
 
 def run_loop(w: Workload) -> list[Any]:
@@ -208,8 +312,14 @@ def run_loop(w: Workload) -> list[Any]:
     return [fn(x) for x in w.items()]
 
 
-#: A run longer than this is not repeated (ProcessPoolExecutor's defaults on a million items).
+#: A run longer than this is not repeated after its second round (ProcessPoolExecutor's defaults
+#: on a million items).
 NO_REPEAT_AFTER = 10.0
+
+#: The loop runs this many times a round, spread through it, and each round compares the
+#: runners with the median of its loop runs: one loop run that the machine slowed (another
+#: program woke, the BLAS library's threads lost a core) would otherwise skew a whole round.
+LOOP_RUNS = 3
 
 
 def timed(run: Callable[[], Any]) -> float:
@@ -224,7 +334,7 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def stream(backend: str, count: int) -> dict[str, Any]:
+def stream(backend: BackendName, count: int) -> dict[str, Any]:
     """Growth of the caller's memory while ``imap`` streams ``count`` results from an endless
     generator (each result is consumed and dropped)."""
     import itertools
@@ -247,47 +357,55 @@ def stream(backend: str, count: int) -> dict[str, Any]:
 
 
 def bench(
+    suite: dict[str, Workload],
     chosen: Sequence[str],
     counts: Sequence[int],
     repeats: int,
-    quick: bool,
-    scale: float,
     table: dict[str, Runner],
 ) -> list[Row]:
-    suite = workloads(quick, scale)
+    runs = sum(len(counts) if r.parallel else 1 for r in table.values())
+    spots = [n * runs // LOOP_RUNS for n in range(LOOP_RUNS)]  # the loop runs before these
+    progress = bar(len(chosen) * repeats * (runs + LOOP_RUNS))
+    progress(0, "warming up")
+    tiny = Workload("warm-up", square, lambda: range(4), "4 calls of x*x")
+    for runner in table.values():  # untimed: imports, a forkserver, what only a first call pays
+        for workers in counts if runner.parallel else [1]:
+            runner.run(tiny, workers)
     rows: list[Row] = []
-    progress = bar(len(chosen) * repeats * (1 + len(table) * len(counts)))
     done = 0
     for name in chosen:
         w = suite[name]
         loop = functools.partial(run_loop, w)
-        loop()  # warm up: imports, caches, a BLAS library's thread pool
-        jobs: dict[tuple[str, int], tuple[Callable[[], Any], bool]] = {
-            ("serial loop", 1): (loop, False)
+        loop()  # warm up, untimed: imports, caches, a BLAS library's thread pool
+        jobs = [
+            ((runner_name, workers), functools.partial(runner.run, w, workers), runner.warm_up)
+            for runner_name, runner in table.items()
+            for workers in (counts if runner.parallel else [1])
+        ]
+        times: dict[tuple[str, int], list[float | None]] = {
+            key: [None] * repeats for key, _, _ in jobs
         }
-        for runner_name, runner in table.items():
-            for workers in counts:
-                jobs[runner_name, workers] = (
-                    functools.partial(runner.run, w, workers),
-                    runner.warm_up,
-                )
-        times: dict[tuple[str, int], list[float]] = {key: [] for key in jobs}
-        order = list(jobs.items())
+        loops: list[list[float]] = [[] for _ in range(repeats)]
         for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
-            shift = round_ * len(order) // repeats  # each round starting elsewhere in the list
-            for key, (run, warm_up) in order[shift:] + order[:shift]:
+            shift = round_ * len(jobs) // repeats  # each round starting elsewhere in the list
+            for n, (key, run, warm_up) in enumerate(jobs[shift:] + jobs[:shift]):
+                for _ in range(spots.count(n)):
+                    progress(done, f"{name} / {LOOP} / 1 workers")
+                    done += 1
+                    loops[round_].append(timed(loop))
                 progress(done, f"{name} / {key[0]} / {key[1]} workers")
                 done += 1
-                if times[key] and times[key][-1] > NO_REPEAT_AFTER:
+                so_far = [t for t in times[key] if t is not None]
+                if len(so_far) >= 2 and so_far[-1] > NO_REPEAT_AFTER:
                     continue
                 if warm_up:  # right before: the other parmap runs stop warm workers
                     run()
-                times[key].append(timed(run))
-        baseline = statistics.median(times["serial loop", 1])
-        for (runner_name, workers), taken in times.items():
-            seconds = statistics.median(taken)
-            speedup = baseline / seconds
-            rows.append(Row(name, runner_name, workers, seconds, speedup, speedup / workers))
+                times[key][round_] = timed(run)
+        rows.append(loop_row(name, loops))
+        rows += [
+            summarize(name, runner_name, workers, taken, loops)
+            for (runner_name, workers), taken in times.items()
+        ]
     progress(done, "done")
     shutdown()
     return rows
@@ -319,17 +437,84 @@ def machine() -> dict[str, Any]:
     }
 
 
+# -- output ---------------------------------------------------------------------------------------
+
+
+def num(x: float) -> str:
+    """``x`` to three significant digits, in plain notation (no exponent)."""
+    if x <= 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.{min(9, max(0, 2 - math.floor(math.log10(x))))}f}"
+
+
+def describe(suite: dict[str, Workload], chosen: Iterable[str]) -> str:
+    """One line per workload: what it maps."""
+    return "\n".join(f"{name}: {suite[name].describe}" for name in chosen)
+
+
+def legend(rows: list[Row]) -> str:
+    """What the table's columns mean, in its own units."""
+    rounds = max((r.rounds for r in rows), default=0)
+    return "\n".join(
+        [
+            f"ms: wall-clock milliseconds of one run (its workers' start and stop included), the "
+            f"median of {rounds} interleaved round{'s' * (rounds != 1)} (the loop's: of its "
+            f"{LOOP_RUNS} runs a round), [fastest-slowest].",
+            "speedup: the serial loop's median ms / the row's (2.00: twice as fast as the loop, "
+            "0.50: half as fast), [lowest-highest ratio within a round].",
+            "efficiency: speedup / workers (1.00: every worker as busy as the loop).",
+            "~ noise: the speedup's range is wider than its distance from 1.00, or it is above the "
+            "worker count, or it was measured once: neither a speedup nor a slowdown.",
+        ]
+    )
+
+
+def _ms(r: Row) -> tuple[str, str]:
+    return num(r.seconds * 1000), f"{num(r.seconds_min * 1000)}-{num(r.seconds_max * 1000)}"
+
+
+def _speedup(r: Row) -> tuple[str, str]:
+    if r.runner == LOOP:
+        return num(r.speedup), ""
+    return num(r.speedup), f"{num(r.speedup_min)}-{num(r.speedup_max)}"
+
+
+def _efficiency(r: Row) -> str:
+    if r.efficiency is None:
+        return "~"
+    return f"{r.efficiency:.2f}" if r.efficiency >= 0.01 else "<0.01"
+
+
 def render(rows: list[Row]) -> str:
-    lines = [
-        f"{'workload':<11} {'runner':<24} {'workers':>7} {'seconds':>9} {'speedup':>8} "
-        f"{'efficiency':>10}"
+    """The table, a row per runner and worker count, columns as wide as their cells."""
+    head = [
+        "workload",
+        "runner",
+        "workers",
+        "ms",
+        "[min-max]",
+        "",
+        "speedup",
+        "[min-max]",
+        "efficiency",
     ]
+    cells = [head]
     for r in rows:
-        lines.append(
-            f"{r.workload:<11} {r.runner:<24} {r.workers:>7} {r.seconds:>9.4f} "
-            f"{r.speedup:>8.2f} {r.efficiency:>10.2f}"
-        )
-    return "\n".join(lines)
+        ms, ms_range = _ms(r)
+        speedup, speedup_range = _speedup(r)
+        cells.append(
+            [r.workload, r.runner, str(r.workers), ms, f"[{ms_range}]", "~" if r.noise else "",
+             speedup, f"[{speedup_range}]" if speedup_range else "", _efficiency(r)]
+        )  # fmt: skip
+    widths = [max(len(line[i]) for line in cells) for i in range(len(head))]
+    right = {2, 3, 6, 8}  # the numbers; the ranges start right after theirs
+    return "\n".join(
+        " ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in cells
+    )
 
 
 def write(
@@ -341,11 +526,13 @@ def write(
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "bench.json", out / "bench.csv"]
-    meta = {
+    chosen = dict.fromkeys(r.workload for r in rows)
+    meta: dict[str, Any] = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": command,
-        "workloads": {k: w.describe for k, w in suite.items()},
+        "workloads": {k: suite[k].describe for k in chosen},
+        "legend": legend(rows).splitlines(),
         "streams": streams,
     }
     written[0].write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2))
@@ -356,28 +543,33 @@ def write(
     written.append(out / "bench.md")
     written[-1].write_text(markdown(rows, meta))
     if importlib.util.find_spec("matplotlib") is not None:
-        written.append(plot(rows, out / "speedup.png"))
+        written.append(plot(rows, out / "speedup.png", meta["workloads"]))
     return written
 
 
 def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
-    """The results as Markdown: the machine, the workloads, one table per workload."""
+    """The results as Markdown: the machine, the columns' meaning, one table per workload."""
     m = meta["machine"]
     lines = [
         f"Machine: {m['cpus']} CPUs ({m['processor']}), {m['platform']}, Python {m['python']}.",
         f"Run on {meta['date']} with `{meta['command']}`.",
         "",
+        *(f"- {line}" for line in meta["legend"]),
+        "",
     ]
-    for name, describe in meta["workloads"].items():
+    for name, what in meta["workloads"].items():
         chosen = [r for r in rows if r.workload == name]
         if not chosen:
             continue
-        lines += [f"### {name}: {describe}", "", "| runner | workers | seconds | speedup |"
-                  " efficiency |", "|---|---:|---:|---:|---:|"]  # fmt: skip
-        lines += [
-            f"| {r.runner} | {r.workers} | {r.seconds:.4f} | {r.speedup:.2f} | {r.efficiency:.2f} |"
-            for r in chosen
-        ]
+        lines += [f"### {name}: {what}", "", "| runner | workers | ms | [min-max] | speedup |"
+                  " [min-max] | efficiency |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in chosen:
+            ms, ms_range = _ms(r)
+            speedup, speedup_range = _speedup(r)
+            lines.append(
+                f"| {r.runner} | {r.workers} | {ms} | {ms_range} | {'~ ' * r.noise}{speedup} | "
+                f"{speedup_range} | {_efficiency(r)} |"
+            )
         lines.append("")
     for s in meta["streams"]:
         lines.append(
@@ -387,43 +579,138 @@ def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[Row], path: Path) -> Path:
-    """Speedup over the loop against workers, a panel per workload (log scale: the small and
-    shared workloads' speedups are far below one); parmap solid, peers dashed."""
+#: Okabe and Ito's colours, told apart with any colour vision (their yellow left out: too pale
+#: on white); each runner also has its own marker, and the peers dashed lines.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
+PEER_LINES = ["--", "-.", ":", (0, (5, 2, 1, 2, 1, 2))]
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis from ``low`` to ``high``: 1, 2 and 5 a decade, finer where that
+    leaves fewer than four (0.8, 1, 1.2, 1.5, 2 rather than 1 and 2 alone)."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    for subs in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [round(m * 10.0**e, 12) for e in decades for m in subs]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= 4:
+            break
+    return ticks
+
+
+def plot(rows: list[Row], path: Path, workloads: dict[str, str] | None = None) -> Path:
+    """``figure``, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(r.workload for r in rows))
-    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != "serial loop"]
-    colors = plt.get_cmap("tab20")
-    columns = min(3, len(names))
-    lines = -(-len(names) // columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(4.5 * columns, 3.5 * lines), squeeze=False)
-    for ax, name in zip(axes.flat, names, strict=False):
-        for n, runner in enumerate(runners):
-            points = [
-                (r.workers, r.speedup) for r in rows if (r.workload, r.runner) == (name, runner)
-            ]
-            if points:
-                style = "-" if runner.startswith("parmap") else "--"
-                ax.plot(
-                    *zip(*points, strict=True), style, marker="o", color=colors(n), label=runner
-                )
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.set_title(name)
-        ax.set_xlabel("workers")
-        ax.set_ylabel("speedup over the loop")
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08 if lines > 1 else 0.15, 1, 1))
+    fig = figure(rows, workloads)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
+    """Speedup over the loop against workers, a panel per workload, each point with its range
+    over the rounds and a noise point hollow (each panel's title counts them). The speedup axis
+    is logarithmic (the small and shared workloads' speedups are far below one) with plain
+    numbers; the dotted line is the ideal, speedup = workers, the grey one the loop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    workloads = workloads or {}
+    names = list(dict.fromkeys(r.workload for r in rows))
+    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != LOOP]
+    style: dict[str, dict[str, Any]] = {}
+    peers = 0
+    for n, runner in enumerate(runners):
+        if runner.startswith("parmap"):
+            line: Any = "-"
+        else:
+            line, peers = PEER_LINES[peers % len(PEER_LINES)], peers + 1
+        style[runner] = {
+            "color": PALETTE[n % len(PALETTE)],
+            "marker": MARKERS[n % len(MARKERS)],
+            "linestyle": line,
+        }
+    counts = sorted({r.workers for r in rows})
+    columns = 2 if len(names) == 4 else min(3, len(names))
+    lines = -(-len(names) // columns)
+    height = 3.9 * lines + 1.4
+    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, height), squeeze=False)
+    plain = FuncFormatter(lambda v, _: f"{v:.12f}".rstrip("0").rstrip("."))  # 0.00005, not 5e-05
+    for ax, name in zip(axes.flat, names, strict=False):
+        chosen = [r for r in rows if r.workload == name and r.runner != LOOP]
+        ax.plot(counts, counts, ":", color="grey", linewidth=1.2)  # the ideal
+        ax.axhline(1.0, color="grey", linewidth=0.8)  # the loop
+        for n, runner in enumerate(runners):
+            mine = [r for r in chosen if r.runner == runner]
+            if not mine:
+                continue
+            # Dodged a little sideways, so that the ranges do not hide each other.
+            x = [r.workers + (n - (len(runners) - 1) / 2) * 0.015 for r in mine]
+            y = [r.speedup for r in mine]
+            s = style[runner]
+            ax.plot(x, y, color=s["color"], linestyle=s["linestyle"], linewidth=1.2)
+            ax.errorbar(
+                x,
+                y,
+                yerr=[[r.speedup - r.speedup_min for r in mine],
+                      [r.speedup_max - r.speedup for r in mine]],
+                fmt="none", ecolor=s["color"], elinewidth=0.8, capsize=2, alpha=0.7,
+            )  # fmt: skip
+            for r, xi in zip(mine, x, strict=True):
+                ax.plot(
+                    xi,
+                    r.speedup,
+                    marker=s["marker"],
+                    color=s["color"],
+                    markerfacecolor="white" if r.noise else s["color"],
+                    markersize=6,
+                    linestyle="none",
+                )
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(counts) - 0.4, max(counts) + 0.4)
+        title = f"{name}: {workloads[name]}" if name in workloads else name
+        ax.set_title(textwrap.fill(title, 60), fontsize=9)
+        noisy = sum(r.noise for r in chosen)
+        ax.text(
+            0.02, 0.97,
+            f"{noisy} of {len(chosen)} points noise (hollow)" if noisy else "no point is noise",
+            transform=ax.transAxes, va="top", fontsize=8,
+            color=PALETTE[3] if 2 * noisy >= len(chosen) else "dimgrey",
+            fontweight="bold" if 2 * noisy >= len(chosen) else "normal",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
+        )  # fmt: skip
+        ax.set_xlabel("workers")
+        ax.set_ylabel("speedup over the serial loop")
+        ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    handles: list[Any] = [
+        Line2D([], [], marker=s["marker"], color=s["color"], linestyle=s["linestyle"], label=r)
+        for r, s in style.items()
+    ]
+    handles += [
+        Line2D([], [], linestyle=":", color="grey", label="ideal: speedup = workers"),
+        Line2D([], [], color="grey", linewidth=0.8, label="the serial loop (1)"),
+        Line2D([], [], marker="o", color="black", markerfacecolor="white", linestyle="none",
+               label="hollow: noise, not a speedup"),
+        Line2D([], [], marker="|", color="black", linestyle="none", markersize=10,
+               label="bar: range over the rounds"),
+    ]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 1.3 / height, 1, 1))
+    return fig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -432,20 +719,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
-    parser.add_argument("--workloads", default=None, help="comma-separated (default: all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smaller sizes, 3 rounds, the {', '.join(QUICK)} workloads: under a minute",
+    )
+    parser.add_argument(
+        "--workloads",
+        default=None,
+        help="comma-separated, of cpu, trivial, small, unbalanced, shared, numpy (default: all;"
+        " with --quick, those --quick names)",
+    )
     parser.add_argument(
         "--runners", default=None, help="comma-separated names or prefixes (default: all)"
     )
-    parser.add_argument("--workers", default=None, help="comma-separated counts (default 1..cores)")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="rounds (default 5; 1 with --quick)"
+        "--workers",
+        default=None,
+        help="comma-separated counts (default: 1 to the cores; with --quick, 1, half the cores"
+        " and the cores)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="rounds (default 5; 3 with --quick)"
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="output folder (default: bench-results)",
+    )
     args = parser.parse_args(argv)
     suite = workloads(args.quick, args.scale)
-    chosen = args.workloads.split(",") if args.workloads else list(suite)
+    every = [w for w in suite if w in QUICK] if args.quick else list(suite)
+    chosen = args.workloads.split(",") if args.workloads else every
     unknown = [w for w in chosen if w not in suite]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(suite)}")
@@ -456,12 +763,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not table:
             parser.error(f"no runner matches {args.runners!r}; valid: {', '.join(runners())}")
     cores = default_workers()
-    counts = (
-        [int(n) for n in args.workers.split(",")] if args.workers else list(range(1, cores + 1))
-    )
-    repeats = args.repeats or (1 if args.quick else 5)
+    if args.workers:
+        counts = [int(n) for n in args.workers.split(",")]
+    elif args.quick:  # three at most, whatever the machine
+        counts = sorted({1, max(1, cores // 2), cores})
+    else:
+        counts = list(range(1, cores + 1))
+    repeats = args.repeats or (3 if args.quick else 5)
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
     print(f"parmap bench on {machine()}", file=sys.stderr)
-    rows = bench(chosen, counts, repeats, args.quick, args.scale, table)
+    print(describe(suite, chosen), flush=True)  # first, while the rounds run
+    rows = bench(suite, chosen, counts, repeats, table)
+    print()
+    print(legend(rows))
+    print()
     print(render(rows))
     streams = [stream(b, 200_000 if args.quick else 2_000_000) for b in ("auto", "process")]
     for s in streams:

@@ -266,7 +266,7 @@ def summarize(
     loop: Sequence[Sequence[float]],
 ) -> Row:
     """The row for one runner: ``taken`` is its seconds in each round (None: not run that
-    round), ``loop`` the loop's seconds in each round (it runs :data:`LOOP_RUNS` times a
+    round), ``loop`` the loop's seconds in each round (it runs ``LOOP_RUNS`` times a
     round). The speedup is the loop's median over the runner's; its range, the lowest and
     highest ratio of the loop's median in a round to the runner's time in the same round."""
     times = [max(t, 1e-9) for t in taken if t is not None]

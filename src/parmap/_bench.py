@@ -232,7 +232,7 @@ class Row:
     workload: str
     runner: str
     workers: int
-    #: Rounds this row was measured in (a run over :data:`NO_REPEAT_AFTER` stops repeating).
+    #: Rounds this row was measured in (a run over ``NO_REPEAT_AFTER`` stops repeating).
     rounds: int
     #: Wall-clock seconds of one run: the median over the rounds, the fastest, the slowest.
     seconds: float

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from parmap._api import _collect, _drive, _prepare
+from parmap._auto import Auto, worth_it
 from parmap._chunking import MAX_ITEMS, TAIL_SECONDS, TARGET_SECONDS, ChunkSizer
-from parmap.backends._auto import AutoBackend, worth_it
 
 from .helpers import children
 
@@ -51,7 +51,7 @@ def test_worth_it(
 def test_trivial_work_stays_in_the_caller() -> None:
     before = children()
     p = plan(square, range(200_000))
-    assert isinstance(p.backend, AutoBackend)
+    assert isinstance(p.backend, Auto)
     assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(200_000)]
     assert p.backend.decision == "serial"
     assert children() == before
@@ -132,40 +132,40 @@ def test_one_thread_running_the_chunks_has_no_tail_to_shrink() -> None:
     assert sizer.next_size(9_000, spread=False) == 10_000  # twice the largest, not a share
 
 
-class Recording(AutoBackend):
-    """The "auto" backend, remembering the size of every chunk it was given."""
+class Recording(ChunkSizer):
+    """A chunk sizer that remembers every size it gave, and whether chunks were spread over
+    workers (False: one thread runs them in turn, as while "auto" measures in the caller)."""
 
-    def __init__(self, total: int) -> None:
-        super().__init__(2, None, total)
-        self.sizes: list[int] = []
-        self.submitted_before_first_wait: int | None = None
+    def __init__(self, workers: int, total: int | None) -> None:
+        super().__init__(workers, total, None)
+        self.sizes: list[tuple[int, bool]] = []
 
-    def submit(self, chunk: Any) -> None:
-        self.sizes.append(len(chunk.items))
-        super().submit(chunk)
+    def next_size(self, position: int, *, spread: bool = True) -> int:
+        size = super().next_size(position, spread=spread)
+        self.sizes.append((size, spread))
+        return size
 
-    def wait(self) -> Any:
-        if self.submitted_before_first_wait is None:
-            self.submitted_before_first_wait = len(self.sizes)
-        return super().wait()
+
+def recorded(fn: Any, total: int) -> tuple[Any, Recording]:
+    p = plan(fn, range(total))
+    p.sizer = Recording(2, total)
+    return p, p.sizer
 
 
 def test_while_auto_measures_each_chunk_is_sized_by_the_one_before() -> None:
-    backend = Recording(total=100_000)
-    p = plan(square, range(100_000), backend=backend, workers=None)
+    p, sizer = recorded(square, 100_000)
     assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(100_000)]
-    assert backend.decision == "serial"
-    # one chunk at a time, each twice the last: no window of four same-sized chunks
-    assert backend.sizes[:4] == [1, 2, 4, 8]
+    assert p.backend.decision == "serial"
+    # one chunk at a time, in the caller, each twice the last: no window of same-sized chunks
+    assert sizer.sizes[:4] == [(1, False), (2, False), (4, False), (8, False)]
 
 
 def test_a_known_rest_shorter_than_the_probe_runs_here_at_once() -> None:
-    backend = Recording(total=1_000)
-    p = plan(square, range(1_000), backend=backend, workers=None)
+    p, sizer = recorded(square, 1_000)
     assert _collect(_drive(p, ordered=True, bounded=False)) == [x * x for x in range(1_000)]
-    assert backend.decision == "serial"
+    assert p.backend.decision == "serial"
     # decided before the input ran out; pmap then mapped the rest in one go, not in chunks
-    assert sum(backend.sizes) < 1_000
+    assert sum(size for size, _ in sizer.sizes) < 1_000
 
 
 def test_items_that_cannot_travel_keep_auto_in_the_caller() -> None:
@@ -190,8 +190,8 @@ def test_a_function_known_costly_keeps_every_worker_busy_from_the_first_item() -
     first = plan(busy, range(40))
     assert _collect(_drive(first, ordered=True, bounded=False)) == list(range(40))
     assert first.backend.decision == "process"
-    backend = Recording(total=40)
-    again = plan(busy, range(40), backend=backend, workers=None)
+    again, sizer = recorded(busy, 40)
     assert _collect(_drive(again, ordered=True, bounded=False)) == list(range(40))
-    assert backend.decision == "process"
-    assert backend.submitted_before_first_wait == 4  # two per worker, not one while it decides
+    assert again.backend.decision == "process"
+    # no chunk ran in the caller to measure it: every chunk was spread over the workers
+    assert sizer.sizes and all(spread for _, spread in sizer.sizes)

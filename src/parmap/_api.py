@@ -1,14 +1,10 @@
-"""``pmap``, ``imap`` and ``pstarmap``: validation, the dispatch loop, ordering, the loop's error.
+"""``pmap``, ``imap`` and ``pstarmap``: the options, their checks, and the plan of a call.
 
-Every call goes through ``_prepare`` (all checks, before any process starts) and then
-``_drive``, which reads the input a chunk at a time, keeps a bounded number of chunks with
-the backend, and hands back results, in order or as they finish.
-
-Errors follow the sequential loop. When item ``e`` fails, nothing past it is read or submitted;
-chunks that started before ``e`` are waited for (one of them may fail earlier, and that earlier
-failure is what the loop would have raised); then the lowest failure is raised, and the backend
-is stopped with ``abort=True`` (its busy workers killed). Every exit path, a ``KeyboardInterrupt``
-or ``imap(...).close()`` included, stops the backend in the ``finally`` of ``_drive``.
+Every call goes through ``_prepare`` (all checks, before any process starts: a bad argument is
+an exception naming it, and no input is read) and then ``_drive``: ``"auto"`` runs its probe
+(``_auto``), and the dispatch loop (``_dispatch``) runs the rest on the engine chosen, reading
+the input a chunk at a time and handing back results, in order or as they finish, with the
+loop's first error.
 """
 
 from __future__ import annotations
@@ -17,21 +13,21 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, overload
 
 from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import backends
+from ._auto import Auto
 from ._chunking import ChunkSizer
-from ._errors import note_item
+from ._dispatch import Reader, dispatch
 from ._progress import Progress, ProgressOption, make_progress
 from ._seeded import Seeded
-from ._worker import Failure, run_rest
-from .backends import Backend, BackendName, Call, Chunk, Outcome
+from ._worker import run_rest
+from .backends import Backend, BackendName, Call
 
 __all__ = ["MapIterator", "MapOptions", "imap", "pmap", "pstarmap"]
 
@@ -41,11 +37,6 @@ T2 = TypeVar("T2")
 T3 = TypeVar("T3")
 T4 = TypeVar("T4")
 Ts = TypeVarTuple("Ts")
-
-#: Chunks ``pmap`` keeps with the backend per worker: one running, one queued.
-IN_FLIGHT_PER_WORKER = 2
-#: Chunks ``imap`` keeps per worker, in flight or finished but not yet consumed.
-WINDOW_PER_WORKER = 4
 
 
 class MapOptions(TypedDict, total=False):
@@ -94,38 +85,13 @@ class MapOptions(TypedDict, total=False):
 # -- validation ----------------------------------------------------------------------------------
 
 
-class _Reader:
-    """The input, read a chunk at a time.
-
-    A ``range`` is sliced rather than read: its chunks are ranges, which pickle in a few bytes
-    where a list of ints costs bytes per item, and which a worker iterates with no unpickling.
-    """
-
-    def __init__(self, items: Iterator[Any], whole: range | None = None) -> None:
-        self._items = items
-        self._range = whole
-        self._at = 0  # into ``whole``
-
-    def take(self, count: int) -> Sequence[Any]:
-        if self._range is None:
-            return list(islice(self._items, count))
-        part = self._range[self._at : self._at + count]
-        self._at += len(part)
-        return part
-
-    def rest(self) -> Iterator[Any]:
-        """Everything not yet taken (after which nothing is left to take)."""
-        if self._range is None:
-            return self._items
-        rest, self._at = self._range[self._at :], len(self._range)
-        return iter(rest)
-
-
 @dataclass
 class _Plan:
-    backend: Backend
+    """A call, checked and ready: what runs, on what, over which input."""
+
+    backend: Backend | Auto
     call: Call
-    items: _Reader
+    items: Reader
     sizer: ChunkSizer
     progress: Progress | None
 
@@ -191,16 +157,38 @@ def _choose_backend(
     start_method: str | None,
     total: int | None,
     limit_threads: bool,
+) -> Backend | Auto:
+    if isinstance(backend, (Backend, cf.Executor)):
+        return _given_backend(api, backend, workers, start_method)
+    name = _backend_name(api, backend)
+    count = workers or default_workers()
+    if total is not None:
+        count = max(1, min(count, total))
+    threads = max(1, default_workers() // count) if limit_threads else None
+    if name == "auto":
+        if count > 1 and (total is None or total > 1):
+            return Auto(count, start_method, total, threads)
+        name = "serial"  # one worker, or one item: nothing to measure
+    elif start_method is not None and not backends.BACKENDS[name].processes:
+        raise ValueError(f"{api}(): start_method= does not apply to the {name!r} backend")
+    return backends.create(name, count, start_method, threads)
+
+
+def _given_backend(
+    api: str, backend: Backend | cf.Executor, workers: int | None, start_method: str | None
 ) -> Backend:
-    names = ["auto", *backends.BACKENDS]
+    """A backend or an executor passed as ``backend=``: used as it is."""
     if isinstance(backend, Backend):
         if workers is not None:
             raise ValueError(f"{api}(): workers= is for named backends; {backend!r} has its own")
         return backend
-    if isinstance(backend, cf.Executor):
-        if start_method is not None:
-            raise ValueError(f"{api}(): start_method= does not apply to an executor you pass")
-        return backends.wrap(backend, workers)
+    if start_method is not None:
+        raise ValueError(f"{api}(): start_method= does not apply to an executor you pass")
+    return backends.wrap(backend, workers)
+
+
+def _backend_name(api: str, backend: object) -> str:
+    names = ["auto", *backends.BACKENDS]
     if not isinstance(backend, str):
         raise TypeError(
             f"{api}(): backend must be a name ({', '.join(names)}), a parmap Backend or a "
@@ -208,20 +196,7 @@ def _choose_backend(
         )
     if backend not in names:
         raise ValueError(f"{api}(): unknown backend {backend!r}; valid: {', '.join(names)}")
-    count = workers or default_workers()
-    if total is not None:
-        count = max(1, min(count, total))
-    threads = max(1, default_workers() // count) if limit_threads else None
-    if backend == "auto":
-        if count == 1 or (total is not None and total <= 1):
-            backend = "serial"
-        else:
-            from .backends._auto import AutoBackend
-
-            return AutoBackend(count, start_method, total, threads=threads)
-    elif start_method is not None and not backends.BACKENDS[backend].processes:
-        raise ValueError(f"{api}(): start_method= does not apply to the {backend!r} backend")
-    return backends.create(backend, count, start_method, threads)
+    return backend
 
 
 def _prepare(
@@ -274,9 +249,9 @@ def _prepare(
         )
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     whole = iterables[0] if len(iterables) == 1 and isinstance(iterables[0], range) else None
-    reader = _Reader(items, whole)
+    reader = Reader(items, whole)
     if seed is not None:  # the index travels with each item; see _seeded
-        fn, star, reader = Seeded(fn, seed, star), False, _Reader(enumerate(items))
+        fn, star, reader = Seeded(fn, seed, star), False, Reader(enumerate(items))
     call = Call(fn, star, timeout, initializer, initargs)
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
@@ -290,88 +265,25 @@ def _prepare(
 def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
     """Yield lists of results (in input order if ``ordered``); raise the loop's first error.
 
-    ``bounded``: finished chunks waiting to be consumed count against the window (``imap``),
-    so a slow consumer stops the reading of input.
+    ``"auto"`` first runs its probe here and names the engine for the rest. Where that engine
+    runs everything in the caller anyway and no per-chunk feature is asked for, ``pmap`` maps
+    the rest in one comprehension, the loop's own speed; otherwise the dispatch loop runs it.
     """
-    backend, sizer, source, call = plan.backend, plan.sizer, plan.items, plan.call
-    window = (WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER) * backend.workers
-    # pmap may map the rest in one go once the backend runs everything here (see below).
-    may_inline = (
-        not bounded and call.timeout is None and call.initializer is None and plan.progress is None
-    )
-    running: set[int] = set()  # starts of the chunks with the backend
-    held: dict[int, Outcome] = {}  # ordered: finished chunks, by start, waiting for earlier ones
-    position = 0  # index of the next item to read
-    emitted = 0  # ordered: index of the next result to hand out
-    failure: Failure | None = None
-    exhausted = started = finished = False
+    call, reader, progress = plan.call, plan.items, plan.progress
     try:
-        while True:
-            inline = may_inline and backend.inline
-            if inline and failure is None and not exhausted and not running:
-                # The rest runs here in order anyway: map it in one go, no chunks.
-                if not started:
-                    backend.start(call)
-                    started = True
-                yield run_rest(call.fn, call.star, position, source.rest())
-                exhausted = True
-            while failure is None and not exhausted and not inline:
-                # Asked before each chunk: "auto" decides how it runs when it starts, and
-                # again as it measures.
-                sequential = backend.sequential
-                if len(running) + len(held) >= (1 if sequential else window):
-                    break
-                try:
-                    items = source.take(sizer.next_size(position, spread=not sequential))
-                except Exception as exc:  # the input raised: the loop would raise it here
-                    failure, exhausted = (position, exc), True
-                    break
-                if not items:
-                    exhausted = True
-                    break
-                if not started:
-                    backend.start(call)
-                    started = True
-                chunk = Chunk(position, items)
-                position = chunk.stop
-                running.add(chunk.start)
-                backend.submit(chunk)
-            if not running:
-                if failure is not None:
-                    raise _noted(failure)
-                break
-            for outcome in backend.wait():
-                chunk = outcome.chunk
-                running.discard(chunk.start)
-                if outcome.failure is None:
-                    sizer.observe(len(chunk.items), outcome.seconds)
-                    if plan.progress is not None:
-                        plan.progress.advance(len(outcome.results))
-                elif failure is None or outcome.failure[0] < failure[0]:
-                    failure = outcome.failure
-                if ordered:
-                    held[chunk.start] = outcome
-                elif outcome.results and (failure is None or chunk.start < failure[0]):
-                    yield outcome.results
-            while ordered and emitted in held and (failure is None or emitted < failure[0]):
-                outcome = held.pop(emitted)
-                emitted = outcome.chunk.stop
-                if outcome.results:
-                    yield outcome.results
-            if failure is not None and not any(start < failure[0] for start in running):
-                raise _noted(failure)
-        finished = True
+        backend = plan.backend
+        if isinstance(backend, Auto):
+            backend = yield from backend.probe(call, reader, plan.sizer, progress)
+        inline = not bounded and call.timeout is None and call.initializer is None
+        if backend.runs_in_caller and inline and progress is None:
+            yield run_rest(call.fn, call.star, reader.position, reader.rest())
+            return
+        yield from dispatch(
+            backend, call, reader, plan.sizer, progress, ordered=ordered, bounded=bounded
+        )
     finally:
-        if started:
-            backend.stop(abort=not finished)
-        if plan.progress is not None:
-            plan.progress.close()
-
-
-def _noted(failure: Failure) -> BaseException:
-    """The failure's exception, naming its item (see ``_errors.note_item``)."""
-    note_item(failure[1], failure[0])
-    return failure[1]
+        if progress is not None:
+            progress.close()
 
 
 class MapIterator(Iterator[R], Generic[R]):

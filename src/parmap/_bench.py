@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from ._api import default_workers, imap, pmap
+from ._auto import forget_costs
 from ._progress import bar_class
 from .backends import BackendName, shutdown
-from .backends._auto import forget_costs
 
 __all__ = ["main"]
 

@@ -155,13 +155,10 @@ class Backend(ABC):
     #: True where items run on several threads of one process at once: they share module-level
     #: state (``random``'s), so ``seed=`` cannot hold there and is refused at call time.
     threaded: bool = False
-    #: True while every chunk runs in the calling thread, in order, when waited for (and no
-    #: chunk is outstanding): ``pmap`` may then map the rest of the input in one go.
-    inline: bool = False
-    #: True while chunks run one at a time, in the calling thread, when waited for: the caller
-    #: then keeps one chunk with the backend (more would run no sooner), so each chunk is sized
-    #: knowing how the one before it went.
-    sequential: bool = False
+    #: True where every chunk runs in the calling thread, in order, when waited for: the
+    #: caller then keeps one chunk out at a time (more would run no sooner, and each is sized
+    #: knowing how the one before went), and ``pmap`` may map the input in one go.
+    runs_in_caller: ClassVar[bool] = False
     #: How many items can run at once; sets the in-flight bound and chunk sizes.
     workers: int
 

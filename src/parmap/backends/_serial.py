@@ -16,12 +16,11 @@ __all__ = ["SerialBackend"]
 
 class SerialBackend(Backend):
     name = "serial"
+    runs_in_caller = True
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = 1
         self.pickles = False
-        self.inline = True
-        self.sequential = True
         self._queue: deque[Chunk] = deque()
         self._call: Call | None = None
 

@@ -199,6 +199,60 @@ def _backend_name(api: str, backend: object) -> str:
     return backend
 
 
+def _check_type(what: str, *expected: type) -> Callable[[str, str, object], None]:
+    """A check that the value is one of ``expected`` (a bool is not taken for an int)."""
+
+    def check(api: str, name: str, value: object) -> None:
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            raise TypeError(f"{api}(): {name} must be {what}, got {type(value).__name__}")
+
+    return check
+
+
+def _check_initializer(api: str, name: str, value: object) -> None:
+    if value is not None:
+        check_callable(api, value, "initializer")
+
+
+#: How each option is checked at call time, by name (``backend`` and ``progress`` are checked
+#: where they are resolved). An option added to ``MapOptions`` gets its line here.
+_CHECKS: dict[str, Callable[[str, str, object], None]] = {
+    "workers": check_positive_int,
+    "chunksize": check_positive_int,
+    "timeout": lambda api, _, value: check_timeout(api, value),
+    "start_method": lambda api, _, value: check_start_method(api, value),
+    "initializer": _check_initializer,
+    "initargs": _check_type("a tuple", tuple),
+    "seed": _check_type("an int or None", int, type(None)),
+    "limit_threads": _check_type("True or False", bool),
+}
+
+
+def _check_options(api: str, options: MapOptions) -> None:
+    unknown = set(options) - set(MapOptions.__annotations__)
+    if unknown:
+        raise TypeError(
+            f"{api}(): unknown option(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(MapOptions.__annotations__)}"
+        )
+    for name, value in options.items():
+        check = _CHECKS.get(name)
+        if check is not None:
+            check(api, name, value)
+
+
+def _check_engine(api: str, chosen: Backend | Auto, options: MapOptions) -> None:
+    """What the chosen engine cannot honour is refused before work starts."""
+    if options.get("timeout") is not None and not chosen.timeouts:
+        raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
+    if options.get("seed") is not None and chosen.threaded:
+        raise ValueError(
+            f"{api}(): seed= cannot hold on {chosen.workers} threads of one process: they share "
+            "one random state, and another thread draws between an item's reseeding and its "
+            "own draws; use backend='process' (or workers=1)"
+        )
+
+
 def _prepare(
     api: str,
     fn: Callable[..., Any],
@@ -206,57 +260,34 @@ def _prepare(
     star: bool,
     options: MapOptions,
 ) -> _Plan:
-    unknown = set(options) - set(MapOptions.__annotations__)
-    if unknown:
-        raise TypeError(
-            f"{api}(): unknown option(s) {', '.join(sorted(unknown))}; "
-            f"valid: {', '.join(MapOptions.__annotations__)}"
-        )
-    workers = options.get("workers")
-    backend = options.get("backend", "auto")
-    chunksize = options.get("chunksize")
-    timeout = options.get("timeout")
-    start_method = options.get("start_method")
-    initializer = options.get("initializer")
-    initargs = options.get("initargs", ())
-    if initializer is not None:
-        check_callable(api, initializer, "initializer")
-    if not isinstance(initargs, tuple):
-        raise TypeError(f"{api}(): initargs must be a tuple, got {type(initargs).__name__}")
-    seed = options.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise TypeError(f"{api}(): seed must be an int or None, got {type(seed).__name__}")
-    limit_threads = options.get("limit_threads", True)
-    if not isinstance(limit_threads, bool):
-        raise TypeError(f"{api}(): limit_threads must be True or False")
     check_callable(api, fn)
     if not iterables:
         raise TypeError(f"{api}(): needs at least one iterable after the function")
     sources = [check_iterable(api, it, f"argument {n + 2}") for n, it in enumerate(iterables)]
-    check_positive_int(api, "workers", workers)
-    check_positive_int(api, "chunksize", chunksize)
-    check_timeout(api, timeout)
-    check_start_method(api, start_method)
+    _check_options(api, options)
     total = _known_length(iterables)
-    chosen = _choose_backend(api, backend, workers, start_method, total, limit_threads)
-    if timeout is not None and not chosen.timeouts:
-        raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
-    if seed is not None and chosen.threaded:
-        raise ValueError(
-            f"{api}(): seed= cannot hold on {chosen.workers} threads of one process: they share "
-            "one random state, and another thread draws between an item's reseeding and its "
-            "own draws; use backend='process' (or workers=1)"
-        )
+    chosen = _choose_backend(
+        api,
+        options.get("backend", "auto"),
+        options.get("workers"),
+        options.get("start_method"),
+        total,
+        options.get("limit_threads", True),
+    )
+    _check_engine(api, chosen, options)
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     whole = iterables[0] if len(iterables) == 1 and isinstance(iterables[0], range) else None
     reader = Reader(items, whole)
+    seed = options.get("seed")
     if seed is not None:  # the index travels with each item; see _seeded
         fn, star, reader = Seeded(fn, seed, star), False, Reader(enumerate(items))
-    call = Call(fn, star, timeout, initializer, initargs)
+    initializer, initargs = options.get("initializer"), options.get("initargs", ())
+    call = Call(fn, star, options.get("timeout"), initializer, initargs)
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
     progress = make_progress(api, options.get("progress", False), total)
-    return _Plan(chosen, call, reader, ChunkSizer(chosen.workers, total, chunksize), progress)
+    sizer = ChunkSizer(chosen.workers, total, options.get("chunksize"))
+    return _Plan(chosen, call, reader, sizer, progress)
 
 
 # -- the dispatch loop ---------------------------------------------------------------------------

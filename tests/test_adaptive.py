@@ -194,4 +194,5 @@ def test_a_function_known_costly_keeps_every_worker_busy_from_the_first_item() -
     assert _collect(_drive(again, ordered=True, bounded=False)) == list(range(40))
     assert again.backend.decision == "process"
     # no chunk ran in the caller to measure it: every chunk was spread over the workers
-    assert sizer.sizes and all(spread for _, spread in sizer.sizes)
+    assert sizer.sizes
+    assert all(spread for _, spread in sizer.sizes)

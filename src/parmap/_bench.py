@@ -36,6 +36,7 @@ import concurrent.futures as cf
 import csv
 import functools
 import importlib.util
+import itertools
 import json
 import math
 import multiprocessing
@@ -337,8 +338,6 @@ def rss_mb() -> float:
 def stream(backend: BackendName, count: int) -> dict[str, Any]:
     """Growth of the caller's memory while ``imap`` streams ``count`` results from an endless
     generator (each result is consumed and dropped)."""
-    import itertools
-
     before = rss_mb()
     peak = before
     began = time.perf_counter()
@@ -356,6 +355,95 @@ def stream(backend: BackendName, count: int) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Job:
+    """One runner at one worker count over one workload: its run, and its seconds in each round
+    (None: not run that round)."""
+
+    runner: str
+    workers: int
+    run: Callable[[], Any]
+    #: See ``Runner.warm_up``.
+    warm_up: bool
+    times: list[float | None]
+
+    def time(self, round_: int) -> None:
+        """Time one run in round ``round_``, unless its second or a later run took over
+        ``NO_REPEAT_AFTER`` seconds."""
+        so_far = [t for t in self.times if t is not None]
+        if len(so_far) >= 2 and so_far[-1] > NO_REPEAT_AFTER:
+            return
+        if self.warm_up:  # right before: the other parmap runs stop warm workers
+            self.run()
+        self.times[round_] = timed(self.run)
+
+
+def _counts(runner: Runner, counts: Sequence[int]) -> Sequence[int]:
+    """The worker counts ``runner`` runs at: ``counts``, or 1 alone if it ignores them."""
+    return counts if runner.parallel else [1]
+
+
+def _warm_up(table: dict[str, Runner], counts: Sequence[int]) -> None:
+    """Untimed, every runner maps four items once: imports, a forkserver, what only a first call
+    pays."""
+    tiny = Workload("warm-up", square, lambda: range(4), "4 calls of x*x")
+    for runner in table.values():
+        for workers in _counts(runner, counts):
+            runner.run(tiny, workers)
+
+
+def _round(
+    name: str,
+    jobs: Sequence[_Job],
+    round_: int,
+    loop: Callable[[], Any],
+    step: Callable[[str], None],
+) -> list[float]:
+    """Round ``round_`` over workload ``name``: every job once, in the order given, and the loop
+    ``LOOP_RUNS`` times spread through it. Returns the loop's seconds."""
+    spots = [n * len(jobs) // LOOP_RUNS for n in range(LOOP_RUNS)]  # the loop runs before these
+    loops: list[float] = []
+    for n, job in enumerate(jobs):
+        for _ in range(spots.count(n)):
+            step(f"{name} / {LOOP} / 1 workers")
+            loops.append(timed(loop))
+        step(f"{name} / {job.runner} / {job.workers} workers")
+        job.time(round_)
+    return loops
+
+
+def _workload(
+    name: str,
+    w: Workload,
+    counts: Sequence[int],
+    repeats: int,
+    table: dict[str, Runner],
+    step: Callable[[str], None],
+) -> list[Row]:
+    """The rows of one workload, the loop's first, from ``repeats`` interleaved rounds."""
+    loop = functools.partial(run_loop, w)
+    loop()  # warm up, untimed: imports, caches, a BLAS library's thread pool
+    jobs = [
+        _Job(
+            runner_name,
+            workers,
+            functools.partial(runner.run, w, workers),
+            runner.warm_up,
+            [None] * repeats,
+        )
+        for runner_name, runner in table.items()
+        for workers in _counts(runner, counts)
+    ]
+    loops: list[list[float]] = []
+    for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
+        shift = round_ * len(jobs) // repeats  # each round starting elsewhere in the list
+        loops.append(_round(name, jobs[shift:] + jobs[:shift], round_, loop, step))
+    return [
+        loop_row(name, loops),
+        *(summarize(name, job.runner, job.workers, job.times, loops) for job in jobs),
+    ]
+
+
 def bench(
     suite: dict[str, Workload],
     chosen: Sequence[str],
@@ -363,50 +451,22 @@ def bench(
     repeats: int,
     table: dict[str, Runner],
 ) -> list[Row]:
-    runs = sum(len(counts) if r.parallel else 1 for r in table.values())
-    spots = [n * runs // LOOP_RUNS for n in range(LOOP_RUNS)]  # the loop runs before these
+    """The ``chosen`` workloads' rows: every runner in ``table`` at each of ``counts`` (at 1 alone
+    if it ignores them) and the loop, timed in ``repeats`` interleaved rounds."""
+    runs = sum(len(_counts(runner, counts)) for runner in table.values())
     progress = bar(len(chosen) * repeats * (runs + LOOP_RUNS))
     progress(0, "warming up")
-    tiny = Workload("warm-up", square, lambda: range(4), "4 calls of x*x")
-    for runner in table.values():  # untimed: imports, a forkserver, what only a first call pays
-        for workers in counts if runner.parallel else [1]:
-            runner.run(tiny, workers)
+    _warm_up(table, counts)
+    steps = itertools.count()
+
+    def step(what: str) -> None:
+        """Show what runs next, and count it."""
+        progress(next(steps), what)
+
     rows: list[Row] = []
-    done = 0
     for name in chosen:
-        w = suite[name]
-        loop = functools.partial(run_loop, w)
-        loop()  # warm up, untimed: imports, caches, a BLAS library's thread pool
-        jobs = [
-            ((runner_name, workers), functools.partial(runner.run, w, workers), runner.warm_up)
-            for runner_name, runner in table.items()
-            for workers in (counts if runner.parallel else [1])
-        ]
-        times: dict[tuple[str, int], list[float | None]] = {
-            key: [None] * repeats for key, _, _ in jobs
-        }
-        loops: list[list[float]] = [[] for _ in range(repeats)]
-        for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
-            shift = round_ * len(jobs) // repeats  # each round starting elsewhere in the list
-            for n, (key, run, warm_up) in enumerate(jobs[shift:] + jobs[:shift]):
-                for _ in range(spots.count(n)):
-                    progress(done, f"{name} / {LOOP} / 1 workers")
-                    done += 1
-                    loops[round_].append(timed(loop))
-                progress(done, f"{name} / {key[0]} / {key[1]} workers")
-                done += 1
-                so_far = [t for t in times[key] if t is not None]
-                if len(so_far) >= 2 and so_far[-1] > NO_REPEAT_AFTER:
-                    continue
-                if warm_up:  # right before: the other parmap runs stop warm workers
-                    run()
-                times[key][round_] = timed(run)
-        rows.append(loop_row(name, loops))
-        rows += [
-            summarize(name, runner_name, workers, taken, loops)
-            for (runner_name, workers), taken in times.items()
-        ]
-    progress(done, "done")
+        rows += _workload(name, suite[name], counts, repeats, table, step)
+    step("done")
     shutdown()
     return rows
 

@@ -773,7 +773,8 @@ def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
     return fig
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command's options; its help is this module's docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m parmap bench",
         description=__doc__,
@@ -809,29 +810,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("bench-results"),
         help="output folder (default: bench-results)",
     )
-    args = parser.parse_args(argv)
-    suite = workloads(args.quick, args.scale)
+    return parser
+
+
+def _chosen_workloads(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, suite: dict[str, Workload]
+) -> list[str]:
+    """The workloads ``--workloads`` names, else all (those in ``QUICK`` with ``--quick``)."""
     every = [w for w in suite if w in QUICK] if args.quick else list(suite)
-    chosen = args.workloads.split(",") if args.workloads else every
+    chosen: list[str] = args.workloads.split(",") if args.workloads else every
     unknown = [w for w in chosen if w not in suite]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(suite)}")
+    return chosen
+
+
+def _chosen_runners(parser: argparse.ArgumentParser, names: str | None) -> dict[str, Runner]:
+    """The runners whose names start with one of the comma-separated ``names``, else all."""
     table = runners()
-    if args.runners:
-        wanted = args.runners.split(",")
+    if names:
+        wanted = names.split(",")
         table = {k: r for k, r in table.items() if any(k.startswith(w) for w in wanted)}
         if not table:
-            parser.error(f"no runner matches {args.runners!r}; valid: {', '.join(runners())}")
+            parser.error(f"no runner matches {names!r}; valid: {', '.join(runners())}")
+    return table
+
+
+def _worker_counts(workers: str | None, quick: bool) -> list[int]:
+    """The counts ``--workers`` names, else 1 to the cores (with ``--quick``: 1, half the cores
+    and the cores)."""
     cores = default_workers()
-    if args.workers:
-        counts = [int(n) for n in args.workers.split(",")]
-    elif args.quick:  # three at most, whatever the machine
-        counts = sorted({1, max(1, cores // 2), cores})
-    else:
-        counts = list(range(1, cores + 1))
-    repeats = args.repeats or (3 if args.quick else 5)
+    if workers:
+        return [int(n) for n in workers.split(",")]
+    if quick:  # three at most, whatever the machine
+        return sorted({1, max(1, cores // 2), cores})
+    return list(range(1, cores + 1))
+
+
+def _repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--repeats``, else 5 (3 with ``--quick``)."""
+    repeats: int = args.repeats or (3 if args.quick else 5)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
+    return repeats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    suite = workloads(args.quick, args.scale)
+    chosen = _chosen_workloads(parser, args, suite)
+    table = _chosen_runners(parser, args.runners)
+    counts = _worker_counts(args.workers, args.quick)
+    repeats = _repeats(parser, args)
     print(f"parmap bench on {machine()}", file=sys.stderr)
     print(describe(suite, chosen), flush=True)  # first, while the rounds run
     rows = bench(suite, chosen, counts, repeats, table)

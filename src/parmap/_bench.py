@@ -671,21 +671,8 @@ def plot(rows: list[Row], path: Path, workloads: dict[str, str] | None = None) -
     return path
 
 
-def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
-    """Speedup over the loop against workers, a panel per workload, each point with its range
-    over the rounds and a noise point hollow (each panel's title counts them). The speedup axis
-    is logarithmic (the small and shared workloads' speedups are far below one) with plain
-    numbers; the dotted line is the ideal, speedup = workers, the grey one the loop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
-
-    workloads = workloads or {}
-    names = list(dict.fromkeys(r.workload for r in rows))
-    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != LOOP]
+def _styles(runners: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each runner's colour, marker and line: parmap's solid, each peer's its own dashes."""
     style: dict[str, dict[str, Any]] = {}
     peers = 0
     for n, runner in enumerate(runners):
@@ -698,64 +685,100 @@ def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
             "marker": MARKERS[n % len(MARKERS)],
             "linestyle": line,
         }
-    counts = sorted({r.workers for r in rows})
-    columns = 2 if len(names) == 4 else min(3, len(names))
-    lines = -(-len(names) // columns)
-    height = 3.9 * lines + 1.4
-    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, height), squeeze=False)
-    plain = FuncFormatter(lambda v, _: f"{v:.12f}".rstrip("0").rstrip("."))  # 0.00005, not 5e-05
-    for ax, name in zip(axes.flat, names, strict=False):
-        chosen = [r for r in rows if r.workload == name and r.runner != LOOP]
-        ax.plot(counts, counts, ":", color="grey", linewidth=1.2)  # the ideal
-        ax.axhline(1.0, color="grey", linewidth=0.8)  # the loop
-        for n, runner in enumerate(runners):
-            mine = [r for r in chosen if r.runner == runner]
-            if not mine:
-                continue
-            # Dodged a little sideways, so that the ranges do not hide each other.
-            x = [r.workers + (n - (len(runners) - 1) / 2) * 0.015 for r in mine]
-            y = [r.speedup for r in mine]
-            s = style[runner]
-            ax.plot(x, y, color=s["color"], linestyle=s["linestyle"], linewidth=1.2)
-            ax.errorbar(
-                x,
-                y,
-                yerr=[[r.speedup - r.speedup_min for r in mine],
-                      [r.speedup_max - r.speedup for r in mine]],
-                fmt="none", ecolor=s["color"], elinewidth=0.8, capsize=2, alpha=0.7,
-            )  # fmt: skip
-            for r, xi in zip(mine, x, strict=True):
-                ax.plot(
-                    xi,
-                    r.speedup,
-                    marker=s["marker"],
-                    color=s["color"],
-                    markerfacecolor="white" if r.noise else s["color"],
-                    markersize=6,
-                    linestyle="none",
-                )
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(min(counts) - 0.4, max(counts) + 0.4)
-        title = f"{name}: {workloads[name]}" if name in workloads else name
-        ax.set_title(textwrap.fill(title, 60), fontsize=9)
-        noisy = sum(r.noise for r in chosen)
-        ax.text(
-            0.02, 0.97,
-            f"{noisy} of {len(chosen)} points noise (hollow)" if noisy else "no point is noise",
-            transform=ax.transAxes, va="top", fontsize=8,
-            color=PALETTE[3] if 2 * noisy >= len(chosen) else "dimgrey",
-            fontweight="bold" if 2 * noisy >= len(chosen) else "normal",
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
-        )  # fmt: skip
-        ax.set_xlabel("workers")
-        ax.set_ylabel("speedup over the serial loop")
-        ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
+    return style
+
+
+def _plain(v: float, _: Any) -> str:
+    """A tick label in plain notation: 0.00005, not 5e-05."""
+    return f"{v:.12f}".rstrip("0").rstrip(".")
+
+
+def _points(ax: Any, mine: Sequence[Row], x: Sequence[float], s: dict[str, Any]) -> None:
+    """One runner's speedups at ``x``: the line through them, each one's range over the rounds,
+    and its marker, hollow for noise."""
+    y = [r.speedup for r in mine]
+    ax.plot(x, y, color=s["color"], linestyle=s["linestyle"], linewidth=1.2)
+    ax.errorbar(
+        x,
+        y,
+        yerr=[[r.speedup - r.speedup_min for r in mine],
+              [r.speedup_max - r.speedup for r in mine]],
+        fmt="none", ecolor=s["color"], elinewidth=0.8, capsize=2, alpha=0.7,
+    )  # fmt: skip
+    for r, xi in zip(mine, x, strict=True):
+        ax.plot(
+            xi,
+            r.speedup,
+            marker=s["marker"],
+            color=s["color"],
+            markerfacecolor="white" if r.noise else s["color"],
+            markersize=6,
+            linestyle="none",
+        )
+
+
+def _axes(ax: Any, counts: Sequence[int]) -> None:
+    """A logarithmic speedup axis with plain numbers, a tick at each whole worker count."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(min(counts) - 0.4, max(counts) + 0.4)
+
+
+def _noise_note(ax: Any, chosen: Sequence[Row]) -> None:
+    """How many of the panel's points are noise, in the corner; in colour and bold if half or
+    more."""
+    noisy = sum(r.noise for r in chosen)
+    most = 2 * noisy >= len(chosen)
+    ax.text(
+        0.02, 0.97,
+        f"{noisy} of {len(chosen)} points noise (hollow)" if noisy else "no point is noise",
+        transform=ax.transAxes, va="top", fontsize=8,
+        color=PALETTE[3] if most else "dimgrey",
+        fontweight="bold" if most else "normal",
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
+    )  # fmt: skip
+
+
+def _grid(panels: int) -> tuple[int, int]:
+    """The lines and columns of panels: two columns for four panels, else up to three."""
+    columns = 2 if panels == 4 else min(3, panels)
+    return -(-panels // columns), columns
+
+
+def _panel(
+    ax: Any,
+    name: str,
+    rows: Sequence[Row],
+    style: dict[str, dict[str, Any]],
+    counts: Sequence[int],
+    workloads: dict[str, str],
+) -> None:
+    """Workload ``name``'s panel, titled with its description in ``workloads`` if any."""
+    chosen = [r for r in rows if r.workload == name and r.runner != LOOP]
+    ax.plot(counts, counts, ":", color="grey", linewidth=1.2)  # the ideal
+    ax.axhline(1.0, color="grey", linewidth=0.8)  # the loop
+    for n, (runner, s) in enumerate(style.items()):
+        mine = [r for r in chosen if r.runner == runner]
+        if mine:  # dodged a little sideways, so that the ranges do not hide each other
+            _points(ax, mine, [r.workers + (n - (len(style) - 1) / 2) * 0.015 for r in mine], s)
+    _axes(ax, counts)
+    title = f"{name}: {workloads[name]}" if name in workloads else name
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
+    _noise_note(ax, chosen)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("speedup over the serial loop")
+    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+
+
+def _handles(style: dict[str, dict[str, Any]]) -> list[Any]:
+    """The legend: each runner, then what the lines, the hollow points and the bars mean."""
+    from matplotlib.lines import Line2D
+
     handles: list[Any] = [
         Line2D([], [], marker=s["marker"], color=s["color"], linestyle=s["linestyle"], label=r)
         for r, s in style.items()
@@ -768,7 +791,31 @@ def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
         Line2D([], [], marker="|", color="black", linestyle="none", markersize=10,
                label="bar: range over the rounds"),
     ]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    return handles
+
+
+def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
+    """Speedup over the loop against workers, a panel per workload, each point with its range
+    over the rounds and a noise point hollow (each panel's title counts them). The speedup axis
+    is logarithmic (the small and shared workloads' speedups are far below one) with plain
+    numbers; the dotted line is the ideal, speedup = workers, the grey one the loop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = workloads or {}
+    names = list(dict.fromkeys(r.workload for r in rows))
+    style = _styles([n for n in dict.fromkeys(r.runner for r in rows) if n != LOOP])
+    counts = sorted({r.workers for r in rows})
+    lines, columns = _grid(len(names))
+    height = 3.9 * lines + 1.4
+    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, height), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        _panel(ax, name, rows, style, counts, workloads)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.legend(handles=_handles(style), loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 1.3 / height, 1, 1))
     return fig
 

@@ -33,33 +33,40 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import csv
 import functools
 import importlib.util
 import itertools
-import json
-import math
 import multiprocessing
 import os
-import platform
-import statistics
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._api import default_workers, imap, pmap
+from ._bench_report import figure as figure
+from ._bench_report import legend, machine, write
+from ._bench_report import log_ticks as log_ticks
+from ._bench_report import render as render
+from ._bench_rows import LOOP as LOOP
+from ._bench_rows import LOOP_RUNS as LOOP_RUNS
+from ._bench_rows import Row as Row
+from ._bench_rows import is_noise as is_noise
+from ._bench_rows import loop_row as loop_row
+from ._bench_rows import summarize as summarize
 from ._progress import bar_class
 from .backends import BackendName, shutdown
 from .backends._auto import forget_costs
 
 __all__ = ["main"]
 
+# The ``name as name`` imports above: the tests import these from here, where they were before the
+# rows moved to ``_bench_rows`` and the table, files and plot to ``_bench_report``.
 
-# -- workloads (module level: peers pickle them by reference) -------------------------------------
+
+# -- workloads (module level: peers pickle them by reference) --------------------------------------
 
 
 def spin(n: int) -> int:
@@ -159,7 +166,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     return out
 
 
-# -- runners --------------------------------------------------------------------------------------
+# -- runners ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -221,90 +228,7 @@ def runners() -> dict[str, Runner]:
     return out
 
 
-# -- what the rounds show -------------------------------------------------------------------------
-
-LOOP = "serial loop"
-
-
-@dataclass
-class Row:
-    """One runner at one worker count over one workload, summarized over the rounds."""
-
-    workload: str
-    runner: str
-    workers: int
-    #: Rounds this row was measured in (a run over ``NO_REPEAT_AFTER`` stops repeating).
-    rounds: int
-    #: Wall-clock seconds of one run: the median over the rounds, the fastest, the slowest.
-    seconds: float
-    seconds_min: float
-    seconds_max: float
-    #: The loop's median seconds over this row's; the range is the lowest and highest ratio of
-    #: the loop's median in a round to this row's time in the same round.
-    speedup: float
-    speedup_min: float
-    speedup_max: float
-    #: See ``is_noise``: the row shows neither a speedup nor a slowdown.
-    noise: bool
-    #: ``speedup / workers``; None for a noise row.
-    efficiency: float | None
-
-
-def is_noise(speedup: float, low: float, high: float, workers: int, rounds: int) -> bool:
-    """Whether a speedup measured over ``rounds`` rounds, per-round ratios from ``low`` to
-    ``high``, tells nothing: the range is wider than the speedup's distance from 1 (the rounds
-    disagree on how much faster or slower than the loop it is, or on which), the speedup is above
-    the worker count (superlinear: a cache or the machine's drift, not the map; efficiency above
-    1), or there was only one round to judge by."""
-    return rounds < 2 or high - low > abs(speedup - 1) or speedup > workers
-
-
-def summarize(
-    workload: str,
-    runner: str,
-    workers: int,
-    taken: Sequence[float | None],
-    loop: Sequence[Sequence[float]],
-) -> Row:
-    """The row for one runner: ``taken`` is its seconds in each round (None: not run that
-    round), ``loop`` the loop's seconds in each round (it runs ``LOOP_RUNS`` times a
-    round). The speedup is the loop's median over the runner's; its range, the lowest and
-    highest ratio of the loop's median in a round to the runner's time in the same round."""
-    times = [max(t, 1e-9) for t in taken if t is not None]
-    baseline = statistics.median(t for ts in loop for t in ts)
-    seconds = statistics.median(times)
-    speedup = baseline / seconds
-    ratios = [
-        statistics.median(ts) / max(t, 1e-9)
-        for ts, t in zip(loop, taken, strict=True)
-        if ts and t is not None
-    ]
-    low, high = min(speedup, *ratios), max(speedup, *ratios)
-    noise = is_noise(speedup, low, high, workers, len(ratios))
-    return Row(
-        workload,
-        runner,
-        workers,
-        len(times),
-        seconds,
-        min(times),
-        max(times),
-        speedup,
-        low,
-        high,
-        noise,
-        None if noise else speedup / workers,
-    )
-
-
-def loop_row(workload: str, loop: Sequence[Sequence[float]]) -> Row:
-    """The loop's own row: its every run's seconds, a speedup of 1 by definition."""
-    every = [t for ts in loop for t in ts]
-    seconds = statistics.median(every)
-    rounds = sum(1 for ts in loop if ts)
-    return Row(
-        workload, LOOP, 1, rounds, seconds, min(every), max(every), 1.0, 1.0, 1.0, False, 1.0
-    )
+# -- the rounds ------------------------------------------------------------------------------------
 
 
 def run_loop(w: Workload) -> list[Any]:
@@ -316,11 +240,6 @@ def run_loop(w: Workload) -> list[Any]:
 #: A run longer than this is not repeated after its second round (ProcessPoolExecutor's defaults
 #: on a million items).
 NO_REPEAT_AFTER = 10.0
-
-#: The loop runs this many times a round, spread through it, and each round compares the
-#: runners with the median of its loop runs: one loop run that the machine slowed (another
-#: program woke, the BLAS library's threads lost a core) would otherwise skew a whole round.
-LOOP_RUNS = 3
 
 
 def timed(run: Callable[[], Any]) -> float:
@@ -488,336 +407,12 @@ def bar(total: int) -> Callable[[int, str], None]:
     return update
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": default_workers(),
-        "processor": platform.processor() or platform.machine(),
-    }
-
-
-# -- output ---------------------------------------------------------------------------------------
-
-
-def num(x: float) -> str:
-    """``x`` to three significant digits, in plain notation (no exponent)."""
-    if x <= 0 or not math.isfinite(x):
-        return f"{x:g}"
-    return f"{x:.{min(9, max(0, 2 - math.floor(math.log10(x))))}f}"
+# -- the command line ------------------------------------------------------------------------------
 
 
 def describe(suite: dict[str, Workload], chosen: Iterable[str]) -> str:
     """One line per workload: what it maps."""
     return "\n".join(f"{name}: {suite[name].describe}" for name in chosen)
-
-
-def legend(rows: list[Row]) -> str:
-    """What the table's columns mean, in its own units."""
-    rounds = max((r.rounds for r in rows), default=0)
-    return "\n".join(
-        [
-            f"ms: wall-clock milliseconds of one run (its workers' start and stop included), the "
-            f"median of {rounds} interleaved round{'s' * (rounds != 1)} (the loop's: of its "
-            f"{LOOP_RUNS} runs a round), [fastest-slowest].",
-            "speedup: the serial loop's median ms / the row's (2.00: twice as fast as the loop, "
-            "0.50: half as fast), [lowest-highest ratio within a round].",
-            "efficiency: speedup / workers (1.00: every worker as busy as the loop).",
-            "~ noise: the speedup's range is wider than its distance from 1.00, or it is above the "
-            "worker count, or it was measured once: neither a speedup nor a slowdown.",
-        ]
-    )
-
-
-def _ms(r: Row) -> tuple[str, str]:
-    return num(r.seconds * 1000), f"{num(r.seconds_min * 1000)}-{num(r.seconds_max * 1000)}"
-
-
-def _speedup(r: Row) -> tuple[str, str]:
-    if r.runner == LOOP:
-        return num(r.speedup), ""
-    return num(r.speedup), f"{num(r.speedup_min)}-{num(r.speedup_max)}"
-
-
-def _efficiency(r: Row) -> str:
-    if r.efficiency is None:
-        return "~"
-    return f"{r.efficiency:.2f}" if r.efficiency >= 0.01 else "<0.01"
-
-
-def render(rows: list[Row]) -> str:
-    """The table, a row per runner and worker count, columns as wide as their cells."""
-    head = [
-        "workload",
-        "runner",
-        "workers",
-        "ms",
-        "[min-max]",
-        "",
-        "speedup",
-        "[min-max]",
-        "efficiency",
-    ]
-    cells = [head]
-    for r in rows:
-        ms, ms_range = _ms(r)
-        speedup, speedup_range = _speedup(r)
-        cells.append(
-            [r.workload, r.runner, str(r.workers), ms, f"[{ms_range}]", "~" if r.noise else "",
-             speedup, f"[{speedup_range}]" if speedup_range else "", _efficiency(r)]
-        )  # fmt: skip
-    widths = [max(len(line[i]) for line in cells) for i in range(len(head))]
-    right = {2, 3, 6, 8}  # the numbers; the ranges start right after theirs
-    return "\n".join(
-        " ".join(
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in cells
-    )
-
-
-def write(
-    rows: list[Row],
-    out: Path,
-    suite: dict[str, Workload],
-    streams: list[dict[str, Any]],
-    command: str,
-) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "bench.json", out / "bench.csv"]
-    chosen = dict.fromkeys(r.workload for r in rows)
-    meta: dict[str, Any] = {
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": command,
-        "workloads": {k: suite[k].describe for k in chosen},
-        "legend": legend(rows).splitlines(),
-        "streams": streams,
-    }
-    written[0].write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2))
-    with written[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    written.append(out / "bench.md")
-    written[-1].write_text(markdown(rows, meta))
-    if importlib.util.find_spec("matplotlib") is not None:
-        written.append(plot(rows, out / "speedup.png", meta["workloads"]))
-    return written
-
-
-def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
-    """The results as Markdown: the machine, the columns' meaning, one table per workload."""
-    m = meta["machine"]
-    lines = [
-        f"Machine: {m['cpus']} CPUs ({m['processor']}), {m['platform']}, Python {m['python']}.",
-        f"Run on {meta['date']} with `{meta['command']}`.",
-        "",
-        *(f"- {line}" for line in meta["legend"]),
-        "",
-    ]
-    for name, what in meta["workloads"].items():
-        chosen = [r for r in rows if r.workload == name]
-        if not chosen:
-            continue
-        lines += [f"### {name}: {what}", "", "| runner | workers | ms | [min-max] | speedup |"
-                  " [min-max] | efficiency |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for r in chosen:
-            ms, ms_range = _ms(r)
-            speedup, speedup_range = _speedup(r)
-            lines.append(
-                f"| {r.runner} | {r.workers} | {ms} | {ms_range} | {'~ ' * r.noise}{speedup} | "
-                f"{speedup_range} | {_efficiency(r)} |"
-            )
-        lines.append("")
-    for s in meta["streams"]:
-        lines.append(
-            f"- `imap` over an endless generator, {s['results']:,} results, `{s['backend']}`: "
-            f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
-        )
-    return "\n".join(lines) + "\n"
-
-
-#: Okabe and Ito's colours, told apart with any colour vision (their yellow left out: too pale
-#: on white); each runner also has its own marker, and the peers dashed lines.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000"]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
-PEER_LINES = ["--", "-.", ":", (0, (5, 2, 1, 2, 1, 2))]
-
-
-def log_ticks(low: float, high: float) -> list[float]:
-    """Ticks for a log axis from ``low`` to ``high``: 1, 2 and 5 a decade, finer where that
-    leaves fewer than four (0.8, 1, 1.2, 1.5, 2 rather than 1 and 2 alone)."""
-    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-    for subs in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [round(m * 10.0**e, 12) for e in decades for m in subs]
-        ticks = [t for t in ticks if low <= t <= high]
-        if len(ticks) >= 4:
-            break
-    return ticks
-
-
-def plot(rows: list[Row], path: Path, workloads: dict[str, str] | None = None) -> Path:
-    """``figure``, saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = figure(rows, workloads)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _styles(runners: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Each runner's colour, marker and line: parmap's solid, each peer's its own dashes."""
-    style: dict[str, dict[str, Any]] = {}
-    peers = 0
-    for n, runner in enumerate(runners):
-        if runner.startswith("parmap"):
-            line: Any = "-"
-        else:
-            line, peers = PEER_LINES[peers % len(PEER_LINES)], peers + 1
-        style[runner] = {
-            "color": PALETTE[n % len(PALETTE)],
-            "marker": MARKERS[n % len(MARKERS)],
-            "linestyle": line,
-        }
-    return style
-
-
-def _plain(v: float, _: Any) -> str:
-    """A tick label in plain notation: 0.00005, not 5e-05."""
-    return f"{v:.12f}".rstrip("0").rstrip(".")
-
-
-def _points(ax: Any, mine: Sequence[Row], x: Sequence[float], s: dict[str, Any]) -> None:
-    """One runner's speedups at ``x``: the line through them, each one's range over the rounds,
-    and its marker, hollow for noise."""
-    y = [r.speedup for r in mine]
-    ax.plot(x, y, color=s["color"], linestyle=s["linestyle"], linewidth=1.2)
-    ax.errorbar(
-        x,
-        y,
-        yerr=[[r.speedup - r.speedup_min for r in mine],
-              [r.speedup_max - r.speedup for r in mine]],
-        fmt="none", ecolor=s["color"], elinewidth=0.8, capsize=2, alpha=0.7,
-    )  # fmt: skip
-    for r, xi in zip(mine, x, strict=True):
-        ax.plot(
-            xi,
-            r.speedup,
-            marker=s["marker"],
-            color=s["color"],
-            markerfacecolor="white" if r.noise else s["color"],
-            markersize=6,
-            linestyle="none",
-        )
-
-
-def _axes(ax: Any, counts: Sequence[int]) -> None:
-    """A logarithmic speedup axis with plain numbers, a tick at each whole worker count."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
-    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(min(counts) - 0.4, max(counts) + 0.4)
-
-
-def _noise_note(ax: Any, chosen: Sequence[Row]) -> None:
-    """How many of the panel's points are noise, in the corner; in colour and bold if half or
-    more."""
-    noisy = sum(r.noise for r in chosen)
-    most = 2 * noisy >= len(chosen)
-    ax.text(
-        0.02, 0.97,
-        f"{noisy} of {len(chosen)} points noise (hollow)" if noisy else "no point is noise",
-        transform=ax.transAxes, va="top", fontsize=8,
-        color=PALETTE[3] if most else "dimgrey",
-        fontweight="bold" if most else "normal",
-        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
-    )  # fmt: skip
-
-
-def _grid(panels: int) -> tuple[int, int]:
-    """The lines and columns of panels: two columns for four panels, else up to three."""
-    columns = 2 if panels == 4 else min(3, panels)
-    return -(-panels // columns), columns
-
-
-def _panel(
-    ax: Any,
-    name: str,
-    rows: Sequence[Row],
-    style: dict[str, dict[str, Any]],
-    counts: Sequence[int],
-    workloads: dict[str, str],
-) -> None:
-    """Workload ``name``'s panel, titled with its description in ``workloads`` if any."""
-    chosen = [r for r in rows if r.workload == name and r.runner != LOOP]
-    ax.plot(counts, counts, ":", color="grey", linewidth=1.2)  # the ideal
-    ax.axhline(1.0, color="grey", linewidth=0.8)  # the loop
-    for n, (runner, s) in enumerate(style.items()):
-        mine = [r for r in chosen if r.runner == runner]
-        if mine:  # dodged a little sideways, so that the ranges do not hide each other
-            _points(ax, mine, [r.workers + (n - (len(style) - 1) / 2) * 0.015 for r in mine], s)
-    _axes(ax, counts)
-    title = f"{name}: {workloads[name]}" if name in workloads else name
-    ax.set_title(textwrap.fill(title, 60), fontsize=9)
-    _noise_note(ax, chosen)
-    ax.set_xlabel("workers")
-    ax.set_ylabel("speedup over the serial loop")
-    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-
-
-def _handles(style: dict[str, dict[str, Any]]) -> list[Any]:
-    """The legend: each runner, then what the lines, the hollow points and the bars mean."""
-    from matplotlib.lines import Line2D
-
-    handles: list[Any] = [
-        Line2D([], [], marker=s["marker"], color=s["color"], linestyle=s["linestyle"], label=r)
-        for r, s in style.items()
-    ]
-    handles += [
-        Line2D([], [], linestyle=":", color="grey", label="ideal: speedup = workers"),
-        Line2D([], [], color="grey", linewidth=0.8, label="the serial loop (1)"),
-        Line2D([], [], marker="o", color="black", markerfacecolor="white", linestyle="none",
-               label="hollow: noise, not a speedup"),
-        Line2D([], [], marker="|", color="black", linestyle="none", markersize=10,
-               label="bar: range over the rounds"),
-    ]  # fmt: skip
-    return handles
-
-
-def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
-    """Speedup over the loop against workers, a panel per workload, each point with its range
-    over the rounds and a noise point hollow (each panel's title counts them). The speedup axis
-    is logarithmic (the small and shared workloads' speedups are far below one) with plain
-    numbers; the dotted line is the ideal, speedup = workers, the grey one the loop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    workloads = workloads or {}
-    names = list(dict.fromkeys(r.workload for r in rows))
-    style = _styles([n for n in dict.fromkeys(r.runner for r in rows) if n != LOOP])
-    counts = sorted({r.workers for r in rows})
-    lines, columns = _grid(len(names))
-    height = 3.9 * lines + 1.4
-    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, height), squeeze=False)
-    for ax, name in zip(axes.flat, names, strict=False):
-        _panel(ax, name, rows, style, counts, workloads)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    fig.legend(handles=_handles(style), loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 1.3 / height, 1, 1))
-    return fig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -924,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
         )
     command = " ".join(["python -m parmap bench", *(argv if argv is not None else sys.argv[2:])])
-    for path in write(rows, args.out, suite, streams, command):
+    descriptions = {name: w.describe for name, w in suite.items()}
+    for path in write(rows, args.out, descriptions, streams, command):
         print(f"wrote {path}", file=sys.stderr)
     return 0

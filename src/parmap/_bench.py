@@ -33,32 +33,40 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import csv
 import functools
 import importlib.util
-import json
-import math
+import itertools
 import multiprocessing
 import os
-import platform
-import statistics
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._api import default_workers, imap, pmap
 from ._auto import forget_costs
+from ._bench_report import figure as figure
+from ._bench_report import legend, machine, write
+from ._bench_report import log_ticks as log_ticks
+from ._bench_report import render as render
+from ._bench_rows import LOOP as LOOP
+from ._bench_rows import LOOP_RUNS as LOOP_RUNS
+from ._bench_rows import Row as Row
+from ._bench_rows import is_noise as is_noise
+from ._bench_rows import loop_row as loop_row
+from ._bench_rows import summarize as summarize
 from ._progress import bar_class
 from .backends import BackendName, shutdown
 
 __all__ = ["main"]
 
+# The ``name as name`` imports above: the tests import these from here, where they were before the
+# rows moved to ``_bench_rows`` and the table, files and plot to ``_bench_report``.
 
-# -- workloads (module level: peers pickle them by reference) -------------------------------------
+
+# -- workloads (module level: peers pickle them by reference) --------------------------------------
 
 
 def spin(n: int) -> int:
@@ -158,7 +166,7 @@ def workloads(quick: bool, scale: float) -> dict[str, Workload]:
     return out
 
 
-# -- runners --------------------------------------------------------------------------------------
+# -- runners ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -220,90 +228,7 @@ def runners() -> dict[str, Runner]:
     return out
 
 
-# -- what the rounds show -------------------------------------------------------------------------
-
-LOOP = "serial loop"
-
-
-@dataclass
-class Row:
-    """One runner at one worker count over one workload, summarized over the rounds."""
-
-    workload: str
-    runner: str
-    workers: int
-    #: Rounds this row was measured in (a run over ``NO_REPEAT_AFTER`` stops repeating).
-    rounds: int
-    #: Wall-clock seconds of one run: the median over the rounds, the fastest, the slowest.
-    seconds: float
-    seconds_min: float
-    seconds_max: float
-    #: The loop's median seconds over this row's; the range is the lowest and highest ratio of
-    #: the loop's median in a round to this row's time in the same round.
-    speedup: float
-    speedup_min: float
-    speedup_max: float
-    #: See ``is_noise``: the row shows neither a speedup nor a slowdown.
-    noise: bool
-    #: ``speedup / workers``; None for a noise row.
-    efficiency: float | None
-
-
-def is_noise(speedup: float, low: float, high: float, workers: int, rounds: int) -> bool:
-    """Whether a speedup measured over ``rounds`` rounds, per-round ratios from ``low`` to
-    ``high``, tells nothing: the range is wider than the speedup's distance from 1 (the rounds
-    disagree on how much faster or slower than the loop it is, or on which), the speedup is above
-    the worker count (superlinear: a cache or the machine's drift, not the map; efficiency above
-    1), or there was only one round to judge by."""
-    return rounds < 2 or high - low > abs(speedup - 1) or speedup > workers
-
-
-def summarize(
-    workload: str,
-    runner: str,
-    workers: int,
-    taken: Sequence[float | None],
-    loop: Sequence[Sequence[float]],
-) -> Row:
-    """The row for one runner: ``taken`` is its seconds in each round (None: not run that
-    round), ``loop`` the loop's seconds in each round (it runs ``LOOP_RUNS`` times a
-    round). The speedup is the loop's median over the runner's; its range, the lowest and
-    highest ratio of the loop's median in a round to the runner's time in the same round."""
-    times = [max(t, 1e-9) for t in taken if t is not None]
-    baseline = statistics.median(t for ts in loop for t in ts)
-    seconds = statistics.median(times)
-    speedup = baseline / seconds
-    ratios = [
-        statistics.median(ts) / max(t, 1e-9)
-        for ts, t in zip(loop, taken, strict=True)
-        if ts and t is not None
-    ]
-    low, high = min(speedup, *ratios), max(speedup, *ratios)
-    noise = is_noise(speedup, low, high, workers, len(ratios))
-    return Row(
-        workload,
-        runner,
-        workers,
-        len(times),
-        seconds,
-        min(times),
-        max(times),
-        speedup,
-        low,
-        high,
-        noise,
-        None if noise else speedup / workers,
-    )
-
-
-def loop_row(workload: str, loop: Sequence[Sequence[float]]) -> Row:
-    """The loop's own row: its every run's seconds, a speedup of 1 by definition."""
-    every = [t for ts in loop for t in ts]
-    seconds = statistics.median(every)
-    rounds = sum(1 for ts in loop if ts)
-    return Row(
-        workload, LOOP, 1, rounds, seconds, min(every), max(every), 1.0, 1.0, 1.0, False, 1.0
-    )
+# -- the rounds ------------------------------------------------------------------------------------
 
 
 def run_loop(w: Workload) -> list[Any]:
@@ -315,11 +240,6 @@ def run_loop(w: Workload) -> list[Any]:
 #: A run longer than this is not repeated after its second round (ProcessPoolExecutor's defaults
 #: on a million items).
 NO_REPEAT_AFTER = 10.0
-
-#: The loop runs this many times a round, spread through it, and each round compares the
-#: runners with the median of its loop runs: one loop run that the machine slowed (another
-#: program woke, the BLAS library's threads lost a core) would otherwise skew a whole round.
-LOOP_RUNS = 3
 
 
 def timed(run: Callable[[], Any]) -> float:
@@ -337,8 +257,6 @@ def rss_mb() -> float:
 def stream(backend: BackendName, count: int) -> dict[str, Any]:
     """Growth of the caller's memory while ``imap`` streams ``count`` results from an endless
     generator (each result is consumed and dropped)."""
-    import itertools
-
     before = rss_mb()
     peak = before
     began = time.perf_counter()
@@ -356,6 +274,95 @@ def stream(backend: BackendName, count: int) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Job:
+    """One runner at one worker count over one workload: its run, and its seconds in each round
+    (None: not run that round)."""
+
+    runner: str
+    workers: int
+    run: Callable[[], Any]
+    #: See ``Runner.warm_up``.
+    warm_up: bool
+    times: list[float | None]
+
+    def time(self, round_: int) -> None:
+        """Time one run in round ``round_``, unless its second or a later run took over
+        ``NO_REPEAT_AFTER`` seconds."""
+        so_far = [t for t in self.times if t is not None]
+        if len(so_far) >= 2 and so_far[-1] > NO_REPEAT_AFTER:
+            return
+        if self.warm_up:  # right before: the other parmap runs stop warm workers
+            self.run()
+        self.times[round_] = timed(self.run)
+
+
+def _counts(runner: Runner, counts: Sequence[int]) -> Sequence[int]:
+    """The worker counts ``runner`` runs at: ``counts``, or 1 alone if it ignores them."""
+    return counts if runner.parallel else [1]
+
+
+def _warm_up(table: dict[str, Runner], counts: Sequence[int]) -> None:
+    """Untimed, every runner maps four items once: imports, a forkserver, what only a first call
+    pays."""
+    tiny = Workload("warm-up", square, lambda: range(4), "4 calls of x*x")
+    for runner in table.values():
+        for workers in _counts(runner, counts):
+            runner.run(tiny, workers)
+
+
+def _round(
+    name: str,
+    jobs: Sequence[_Job],
+    round_: int,
+    loop: Callable[[], Any],
+    step: Callable[[str], None],
+) -> list[float]:
+    """Round ``round_`` over workload ``name``: every job once, in the order given, and the loop
+    ``LOOP_RUNS`` times spread through it. Returns the loop's seconds."""
+    spots = [n * len(jobs) // LOOP_RUNS for n in range(LOOP_RUNS)]  # the loop runs before these
+    loops: list[float] = []
+    for n, job in enumerate(jobs):
+        for _ in range(spots.count(n)):
+            step(f"{name} / {LOOP} / 1 workers")
+            loops.append(timed(loop))
+        step(f"{name} / {job.runner} / {job.workers} workers")
+        job.time(round_)
+    return loops
+
+
+def _workload(
+    name: str,
+    w: Workload,
+    counts: Sequence[int],
+    repeats: int,
+    table: dict[str, Runner],
+    step: Callable[[str], None],
+) -> list[Row]:
+    """The rows of one workload, the loop's first, from ``repeats`` interleaved rounds."""
+    loop = functools.partial(run_loop, w)
+    loop()  # warm up, untimed: imports, caches, a BLAS library's thread pool
+    jobs = [
+        _Job(
+            runner_name,
+            workers,
+            functools.partial(runner.run, w, workers),
+            runner.warm_up,
+            [None] * repeats,
+        )
+        for runner_name, runner in table.items()
+        for workers in _counts(runner, counts)
+    ]
+    loops: list[list[float]] = []
+    for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
+        shift = round_ * len(jobs) // repeats  # each round starting elsewhere in the list
+        loops.append(_round(name, jobs[shift:] + jobs[:shift], round_, loop, step))
+    return [
+        loop_row(name, loops),
+        *(summarize(name, job.runner, job.workers, job.times, loops) for job in jobs),
+    ]
+
+
 def bench(
     suite: dict[str, Workload],
     chosen: Sequence[str],
@@ -363,50 +370,22 @@ def bench(
     repeats: int,
     table: dict[str, Runner],
 ) -> list[Row]:
-    runs = sum(len(counts) if r.parallel else 1 for r in table.values())
-    spots = [n * runs // LOOP_RUNS for n in range(LOOP_RUNS)]  # the loop runs before these
+    """The ``chosen`` workloads' rows: every runner in ``table`` at each of ``counts`` (at 1 alone
+    if it ignores them) and the loop, timed in ``repeats`` interleaved rounds."""
+    runs = sum(len(_counts(runner, counts)) for runner in table.values())
     progress = bar(len(chosen) * repeats * (runs + LOOP_RUNS))
     progress(0, "warming up")
-    tiny = Workload("warm-up", square, lambda: range(4), "4 calls of x*x")
-    for runner in table.values():  # untimed: imports, a forkserver, what only a first call pays
-        for workers in counts if runner.parallel else [1]:
-            runner.run(tiny, workers)
+    _warm_up(table, counts)
+    steps = itertools.count()
+
+    def step(what: str) -> None:
+        """Show what runs next, and count it."""
+        progress(next(steps), what)
+
     rows: list[Row] = []
-    done = 0
     for name in chosen:
-        w = suite[name]
-        loop = functools.partial(run_loop, w)
-        loop()  # warm up, untimed: imports, caches, a BLAS library's thread pool
-        jobs = [
-            ((runner_name, workers), functools.partial(runner.run, w, workers), runner.warm_up)
-            for runner_name, runner in table.items()
-            for workers in (counts if runner.parallel else [1])
-        ]
-        times: dict[tuple[str, int], list[float | None]] = {
-            key: [None] * repeats for key, _, _ in jobs
-        }
-        loops: list[list[float]] = [[] for _ in range(repeats)]
-        for round_ in range(repeats):  # every runner once per round, so drift hits all alike,
-            shift = round_ * len(jobs) // repeats  # each round starting elsewhere in the list
-            for n, (key, run, warm_up) in enumerate(jobs[shift:] + jobs[:shift]):
-                for _ in range(spots.count(n)):
-                    progress(done, f"{name} / {LOOP} / 1 workers")
-                    done += 1
-                    loops[round_].append(timed(loop))
-                progress(done, f"{name} / {key[0]} / {key[1]} workers")
-                done += 1
-                so_far = [t for t in times[key] if t is not None]
-                if len(so_far) >= 2 and so_far[-1] > NO_REPEAT_AFTER:
-                    continue
-                if warm_up:  # right before: the other parmap runs stop warm workers
-                    run()
-                times[key][round_] = timed(run)
-        rows.append(loop_row(name, loops))
-        rows += [
-            summarize(name, runner_name, workers, taken, loops)
-            for (runner_name, workers), taken in times.items()
-        ]
-    progress(done, "done")
+        rows += _workload(name, suite[name], counts, repeats, table, step)
+    step("done")
     shutdown()
     return rows
 
@@ -428,23 +407,7 @@ def bar(total: int) -> Callable[[int, str], None]:
     return update
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": default_workers(),
-        "processor": platform.processor() or platform.machine(),
-    }
-
-
-# -- output ---------------------------------------------------------------------------------------
-
-
-def num(x: float) -> str:
-    """``x`` to three significant digits, in plain notation (no exponent)."""
-    if x <= 0 or not math.isfinite(x):
-        return f"{x:g}"
-    return f"{x:.{min(9, max(0, 2 - math.floor(math.log10(x))))}f}"
+# -- the command line ------------------------------------------------------------------------------
 
 
 def describe(suite: dict[str, Workload], chosen: Iterable[str]) -> str:
@@ -452,268 +415,8 @@ def describe(suite: dict[str, Workload], chosen: Iterable[str]) -> str:
     return "\n".join(f"{name}: {suite[name].describe}" for name in chosen)
 
 
-def legend(rows: list[Row]) -> str:
-    """What the table's columns mean, in its own units."""
-    rounds = max((r.rounds for r in rows), default=0)
-    return "\n".join(
-        [
-            f"ms: wall-clock milliseconds of one run (its workers' start and stop included), the "
-            f"median of {rounds} interleaved round{'s' * (rounds != 1)} (the loop's: of its "
-            f"{LOOP_RUNS} runs a round), [fastest-slowest].",
-            "speedup: the serial loop's median ms / the row's (2.00: twice as fast as the loop, "
-            "0.50: half as fast), [lowest-highest ratio within a round].",
-            "efficiency: speedup / workers (1.00: every worker as busy as the loop).",
-            "~ noise: the speedup's range is wider than its distance from 1.00, or it is above the "
-            "worker count, or it was measured once: neither a speedup nor a slowdown.",
-        ]
-    )
-
-
-def _ms(r: Row) -> tuple[str, str]:
-    return num(r.seconds * 1000), f"{num(r.seconds_min * 1000)}-{num(r.seconds_max * 1000)}"
-
-
-def _speedup(r: Row) -> tuple[str, str]:
-    if r.runner == LOOP:
-        return num(r.speedup), ""
-    return num(r.speedup), f"{num(r.speedup_min)}-{num(r.speedup_max)}"
-
-
-def _efficiency(r: Row) -> str:
-    if r.efficiency is None:
-        return "~"
-    return f"{r.efficiency:.2f}" if r.efficiency >= 0.01 else "<0.01"
-
-
-def render(rows: list[Row]) -> str:
-    """The table, a row per runner and worker count, columns as wide as their cells."""
-    head = [
-        "workload",
-        "runner",
-        "workers",
-        "ms",
-        "[min-max]",
-        "",
-        "speedup",
-        "[min-max]",
-        "efficiency",
-    ]
-    cells = [head]
-    for r in rows:
-        ms, ms_range = _ms(r)
-        speedup, speedup_range = _speedup(r)
-        cells.append(
-            [r.workload, r.runner, str(r.workers), ms, f"[{ms_range}]", "~" if r.noise else "",
-             speedup, f"[{speedup_range}]" if speedup_range else "", _efficiency(r)]
-        )  # fmt: skip
-    widths = [max(len(line[i]) for line in cells) for i in range(len(head))]
-    right = {2, 3, 6, 8}  # the numbers; the ranges start right after theirs
-    return "\n".join(
-        " ".join(
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in cells
-    )
-
-
-def write(
-    rows: list[Row],
-    out: Path,
-    suite: dict[str, Workload],
-    streams: list[dict[str, Any]],
-    command: str,
-) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "bench.json", out / "bench.csv"]
-    chosen = dict.fromkeys(r.workload for r in rows)
-    meta: dict[str, Any] = {
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": command,
-        "workloads": {k: suite[k].describe for k in chosen},
-        "legend": legend(rows).splitlines(),
-        "streams": streams,
-    }
-    written[0].write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2))
-    with written[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    written.append(out / "bench.md")
-    written[-1].write_text(markdown(rows, meta))
-    if importlib.util.find_spec("matplotlib") is not None:
-        written.append(plot(rows, out / "speedup.png", meta["workloads"]))
-    return written
-
-
-def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
-    """The results as Markdown: the machine, the columns' meaning, one table per workload."""
-    m = meta["machine"]
-    lines = [
-        f"Machine: {m['cpus']} CPUs ({m['processor']}), {m['platform']}, Python {m['python']}.",
-        f"Run on {meta['date']} with `{meta['command']}`.",
-        "",
-        *(f"- {line}" for line in meta["legend"]),
-        "",
-    ]
-    for name, what in meta["workloads"].items():
-        chosen = [r for r in rows if r.workload == name]
-        if not chosen:
-            continue
-        lines += [f"### {name}: {what}", "", "| runner | workers | ms | [min-max] | speedup |"
-                  " [min-max] | efficiency |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for r in chosen:
-            ms, ms_range = _ms(r)
-            speedup, speedup_range = _speedup(r)
-            lines.append(
-                f"| {r.runner} | {r.workers} | {ms} | {ms_range} | {'~ ' * r.noise}{speedup} | "
-                f"{speedup_range} | {_efficiency(r)} |"
-            )
-        lines.append("")
-    for s in meta["streams"]:
-        lines.append(
-            f"- `imap` over an endless generator, {s['results']:,} results, `{s['backend']}`: "
-            f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
-        )
-    return "\n".join(lines) + "\n"
-
-
-#: Okabe and Ito's colours, told apart with any colour vision (their yellow left out: too pale
-#: on white); each runner also has its own marker, and the peers dashed lines.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000"]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
-PEER_LINES = ["--", "-.", ":", (0, (5, 2, 1, 2, 1, 2))]
-
-
-def log_ticks(low: float, high: float) -> list[float]:
-    """Ticks for a log axis from ``low`` to ``high``: 1, 2 and 5 a decade, finer where that
-    leaves fewer than four (0.8, 1, 1.2, 1.5, 2 rather than 1 and 2 alone)."""
-    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-    for subs in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [round(m * 10.0**e, 12) for e in decades for m in subs]
-        ticks = [t for t in ticks if low <= t <= high]
-        if len(ticks) >= 4:
-            break
-    return ticks
-
-
-def plot(rows: list[Row], path: Path, workloads: dict[str, str] | None = None) -> Path:
-    """``figure``, saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = figure(rows, workloads)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def figure(rows: list[Row], workloads: dict[str, str] | None = None) -> Any:
-    """Speedup over the loop against workers, a panel per workload, each point with its range
-    over the rounds and a noise point hollow (each panel's title counts them). The speedup axis
-    is logarithmic (the small and shared workloads' speedups are far below one) with plain
-    numbers; the dotted line is the ideal, speedup = workers, the grey one the loop."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
-
-    workloads = workloads or {}
-    names = list(dict.fromkeys(r.workload for r in rows))
-    runners = [n for n in dict.fromkeys(r.runner for r in rows) if n != LOOP]
-    style: dict[str, dict[str, Any]] = {}
-    peers = 0
-    for n, runner in enumerate(runners):
-        if runner.startswith("parmap"):
-            line: Any = "-"
-        else:
-            line, peers = PEER_LINES[peers % len(PEER_LINES)], peers + 1
-        style[runner] = {
-            "color": PALETTE[n % len(PALETTE)],
-            "marker": MARKERS[n % len(MARKERS)],
-            "linestyle": line,
-        }
-    counts = sorted({r.workers for r in rows})
-    columns = 2 if len(names) == 4 else min(3, len(names))
-    lines = -(-len(names) // columns)
-    height = 3.9 * lines + 1.4
-    fig, axes = plt.subplots(lines, columns, figsize=(5.2 * columns, height), squeeze=False)
-    plain = FuncFormatter(lambda v, _: f"{v:.12f}".rstrip("0").rstrip("."))  # 0.00005, not 5e-05
-    for ax, name in zip(axes.flat, names, strict=False):
-        chosen = [r for r in rows if r.workload == name and r.runner != LOOP]
-        ax.plot(counts, counts, ":", color="grey", linewidth=1.2)  # the ideal
-        ax.axhline(1.0, color="grey", linewidth=0.8)  # the loop
-        for n, runner in enumerate(runners):
-            mine = [r for r in chosen if r.runner == runner]
-            if not mine:
-                continue
-            # Dodged a little sideways, so that the ranges do not hide each other.
-            x = [r.workers + (n - (len(runners) - 1) / 2) * 0.015 for r in mine]
-            y = [r.speedup for r in mine]
-            s = style[runner]
-            ax.plot(x, y, color=s["color"], linestyle=s["linestyle"], linewidth=1.2)
-            ax.errorbar(
-                x,
-                y,
-                yerr=[[r.speedup - r.speedup_min for r in mine],
-                      [r.speedup_max - r.speedup for r in mine]],
-                fmt="none", ecolor=s["color"], elinewidth=0.8, capsize=2, alpha=0.7,
-            )  # fmt: skip
-            for r, xi in zip(mine, x, strict=True):
-                ax.plot(
-                    xi,
-                    r.speedup,
-                    marker=s["marker"],
-                    color=s["color"],
-                    markerfacecolor="white" if r.noise else s["color"],
-                    markersize=6,
-                    linestyle="none",
-                )
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(FixedLocator(log_ticks(*ax.get_ylim())))
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(min(counts) - 0.4, max(counts) + 0.4)
-        title = f"{name}: {workloads[name]}" if name in workloads else name
-        ax.set_title(textwrap.fill(title, 60), fontsize=9)
-        noisy = sum(r.noise for r in chosen)
-        ax.text(
-            0.02, 0.97,
-            f"{noisy} of {len(chosen)} points noise (hollow)" if noisy else "no point is noise",
-            transform=ax.transAxes, va="top", fontsize=8,
-            color=PALETTE[3] if 2 * noisy >= len(chosen) else "dimgrey",
-            fontweight="bold" if 2 * noisy >= len(chosen) else "normal",
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
-        )  # fmt: skip
-        ax.set_xlabel("workers")
-        ax.set_ylabel("speedup over the serial loop")
-        ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    handles: list[Any] = [
-        Line2D([], [], marker=s["marker"], color=s["color"], linestyle=s["linestyle"], label=r)
-        for r, s in style.items()
-    ]
-    handles += [
-        Line2D([], [], linestyle=":", color="grey", label="ideal: speedup = workers"),
-        Line2D([], [], color="grey", linewidth=0.8, label="the serial loop (1)"),
-        Line2D([], [], marker="o", color="black", markerfacecolor="white", linestyle="none",
-               label="hollow: noise, not a speedup"),
-        Line2D([], [], marker="|", color="black", linestyle="none", markersize=10,
-               label="bar: range over the rounds"),
-    ]  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 1.3 / height, 1, 1))
-    return fig
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command's options; its help is this module's docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m parmap bench",
         description=__doc__,
@@ -749,29 +452,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("bench-results"),
         help="output folder (default: bench-results)",
     )
-    args = parser.parse_args(argv)
-    suite = workloads(args.quick, args.scale)
+    return parser
+
+
+def _chosen_workloads(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, suite: dict[str, Workload]
+) -> list[str]:
+    """The workloads ``--workloads`` names, else all (those in ``QUICK`` with ``--quick``)."""
     every = [w for w in suite if w in QUICK] if args.quick else list(suite)
-    chosen = args.workloads.split(",") if args.workloads else every
+    chosen: list[str] = args.workloads.split(",") if args.workloads else every
     unknown = [w for w in chosen if w not in suite]
     if unknown:
         parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(suite)}")
+    return chosen
+
+
+def _chosen_runners(parser: argparse.ArgumentParser, names: str | None) -> dict[str, Runner]:
+    """The runners whose names start with one of the comma-separated ``names``, else all."""
     table = runners()
-    if args.runners:
-        wanted = args.runners.split(",")
+    if names:
+        wanted = names.split(",")
         table = {k: r for k, r in table.items() if any(k.startswith(w) for w in wanted)}
         if not table:
-            parser.error(f"no runner matches {args.runners!r}; valid: {', '.join(runners())}")
+            parser.error(f"no runner matches {names!r}; valid: {', '.join(runners())}")
+    return table
+
+
+def _worker_counts(workers: str | None, quick: bool) -> list[int]:
+    """The counts ``--workers`` names, else 1 to the cores (with ``--quick``: 1, half the cores
+    and the cores)."""
     cores = default_workers()
-    if args.workers:
-        counts = [int(n) for n in args.workers.split(",")]
-    elif args.quick:  # three at most, whatever the machine
-        counts = sorted({1, max(1, cores // 2), cores})
-    else:
-        counts = list(range(1, cores + 1))
-    repeats = args.repeats or (3 if args.quick else 5)
+    if workers:
+        return [int(n) for n in workers.split(",")]
+    if quick:  # three at most, whatever the machine
+        return sorted({1, max(1, cores // 2), cores})
+    return list(range(1, cores + 1))
+
+
+def _repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--repeats``, else 5 (3 with ``--quick``)."""
+    repeats: int = args.repeats or (3 if args.quick else 5)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
+    return repeats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    suite = workloads(args.quick, args.scale)
+    chosen = _chosen_workloads(parser, args, suite)
+    table = _chosen_runners(parser, args.runners)
+    counts = _worker_counts(args.workers, args.quick)
+    repeats = _repeats(parser, args)
     print(f"parmap bench on {machine()}", file=sys.stderr)
     print(describe(suite, chosen), flush=True)  # first, while the rounds run
     rows = bench(suite, chosen, counts, repeats, table)
@@ -786,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s['seconds']:.2f} s, caller memory growth {s['growth_mb']:.1f} MB"
         )
     command = " ".join(["python -m parmap bench", *(argv if argv is not None else sys.argv[2:])])
-    for path in write(rows, args.out, suite, streams, command):
+    descriptions = {name: w.describe for name, w in suite.items()}
+    for path in write(rows, args.out, descriptions, streams, command):
         print(f"wrote {path}", file=sys.stderr)
     return 0

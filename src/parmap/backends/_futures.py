@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .._children import reap
+from .._children import join_exit, reap
 from .._worker import pool_initializer, run_chunk
 from ._base import Chunk
 from ._watched import WatchedPool
@@ -47,6 +47,16 @@ class FuturesBackend(WatchedPool):
         if abort:
             for proc in workers:
                 proc.kill()
+            for proc in workers:
+                join_exit(proc)
+            # A worker killed while writing a large result leaves half a message in the result
+            # pipe, and the executor's manager thread waits in recv() for the rest for good
+            # (an imap of 500 KB results closed after two: 8 hangs in 8). With every worker
+            # gone, closing our copy of the pipe's write end ends that wait with EOFError.
+            result_queue = getattr(executor, "_result_queue", None)
+            writer = getattr(result_queue, "_writer", None)
+            if writer is not None:
+                writer.close()
         # No cancel_futures: after the kill the executor fails every pending future itself.
         executor.shutdown(wait=True, cancel_futures=not abort)
         # Without this, the result pipe and the workers' sentinels stay open until a garbage

@@ -1,0 +1,109 @@
+"""Nothing hangs: callers with signal handlers of their own, nested maps, scripts without a
+``__main__`` guard. Each scenario that could hang runs as a script in a child interpreter, in a
+session of its own, under a timeout; every process it started must be gone when it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from .helpers import Lines, run_script, session_leftovers, wait_gone
+
+SCRIPTS = Path(__file__).parent / "scripts"
+#: A script that hangs runs until this; one that works ends well within it.
+SCRIPT_TIMEOUT = 40.0
+#: "Promptly": process start (spawn) and interpreter exit included, on a loaded machine.
+BOUND = 10.0
+
+
+# -- a service-style SIGTERM handler in the caller -----------------------------------------------
+
+HANDLER_CASES = [
+    # A handler is inherited by fork only; an ignored SIGTERM survives exec too.
+    *[(backend, "fork", handler) for backend in ("pool", "process", "futures")
+      for handler in ("exit", "ignore", "asyncio")],
+    ("pool", "spawn", "ignore"),
+    ("pool", "forkserver", "ignore"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("backend", "start_method", "handler"), HANDLER_CASES, ids=["-".join(c) for c in HANDLER_CASES]
+)
+def test_an_item_that_raises_beside_a_busy_worker_with_the_callers_sigterm_handler(
+    backend: str, start_method: str, handler: str
+) -> None:
+    """Stopping the busy worker (Pool.terminate() sends SIGTERM) must not run the caller's
+    handler in it: the worker would report its SystemExit as a reply and live on, and
+    terminate() would wait for it forever."""
+    args = [str(SCRIPTS / "service_map.py"), backend, start_method, handler, "raise"]
+    done = run_script(args, SCRIPT_TIMEOUT)
+    assert done.returncode == 0, done.err
+    lines = [line for line in done.out.splitlines() if not line.startswith("started")]
+    assert lines[0].startswith("raised item -1 failed after"), done.out
+    assert float(lines[0].split()[-1].rstrip("s")) < BOUND, done.out
+    assert lines[1:] == ["next call: [1, 2]"], done.out  # the caller's handler never ran
+    assert done.seconds < SCRIPT_TIMEOUT / 2
+
+
+@contextmanager
+def busy_service(backend: str) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """A caller with a ``sys.exit(1)`` SIGTERM handler mapping slow items, and its two busy
+    workers' pids; everything in its session is killed at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "service_map.py"), backend, "fork", "exit", "busy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        lines = Lines(proc)
+        yield proc, [int(lines.next(30).split()[1]) for _ in range(2)]
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        session_leftovers(proc.pid, 0)
+
+
+SIGNAL_CASES = [("SIGTERM", False), ("SIGTERM", True), ("SIGINT", True)]
+
+
+@pytest.mark.parametrize(
+    ("name", "to_group"),
+    SIGNAL_CASES,
+    ids=["sigterm-caller", "sigterm-group", "ctrl-c-group"],
+)
+@pytest.mark.parametrize("backend", ["pool", "process", "futures"])
+def test_a_signalled_service_exits_and_leaves_no_worker(
+    backend: str, name: str, to_group: bool
+) -> None:
+    """SIGTERM to the caller (``kill``), to its whole group (a service manager stopping it), or
+    Ctrl-C: the caller exits as its handlers say, promptly, and takes its workers with it."""
+    number = getattr(signal, name)
+    with busy_service(backend) as (proc, workers):
+        began = time.monotonic()
+        if to_group:
+            os.killpg(proc.pid, number)
+        else:
+            os.kill(proc.pid, number)
+        try:
+            _, err = proc.communicate(timeout=BOUND * 3)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the caller did not exit within {BOUND * 3}s of {name}")
+        assert time.monotonic() - began < BOUND
+        # sys.exit(1) from the SIGTERM handler; Python ends on KeyboardInterrupt by SIGINT.
+        assert proc.returncode == (1 if number == signal.SIGTERM else -number), err.decode()
+        if number == signal.SIGINT:
+            assert err.decode().rstrip().endswith("KeyboardInterrupt"), err.decode()
+        for pid in workers:
+            assert wait_gone(pid, BOUND), f"worker {pid} outlived the caller"
+        assert not session_leftovers(proc.pid, BOUND), "processes outlived the caller"

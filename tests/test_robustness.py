@@ -4,6 +4,7 @@ session of its own, under a timeout; every process it started must be gone when 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+
+from parmap import BackendName, pmap, run_processes
 
 from .helpers import Lines, run_script, session_leftovers, wait_gone
 
@@ -107,3 +110,67 @@ def test_a_signalled_service_exits_and_leaves_no_worker(
         for pid in workers:
             assert wait_gone(pid, BOUND), f"worker {pid} outlived the caller"
         assert not session_leftovers(proc.pid, BOUND), "processes outlived the caller"
+
+
+# -- nested maps ---------------------------------------------------------------------------------
+
+
+def _inner_map(backend: BackendName, x: int) -> list[int]:
+    return pmap(abs, [-x, -x - 1, -x - 2], backend=backend, workers=2)
+
+
+def _costly(x: int) -> int:
+    time.sleep(0.005)  # costly enough for "auto" to want worker processes
+    return x * x
+
+
+def _inner_costly_auto(x: int) -> tuple[bool, list[int]]:
+    import multiprocessing
+
+    return multiprocessing.current_process().daemon, pmap(_costly, range(x, x + 40))
+
+
+def _inner_run_processes(x: int) -> list[int]:
+    return run_processes(abs, [(-x,)])
+
+
+PROCESS_BACKENDS: list[BackendName] = ["process", "pool", "futures"]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("inner", PROCESS_BACKENDS)
+def test_a_process_backend_inside_a_pool_worker_says_what_to_use_instead(
+    inner: BackendName,
+) -> None:
+    began = time.monotonic()
+    with pytest.raises(ValueError, match="daemonic worker") as info:
+        pmap(functools.partial(_inner_map, inner), [1, 2], backend="pool", workers=2)
+    assert time.monotonic() - began < BOUND
+    message = str(info.value)
+    assert f"backend={inner!r} starts processes" in message
+    assert 'use backend="thread"' in message
+    assert 'outer map with backend="process" or "futures"' in message
+    # The next call works, nested the way the message says.
+    outer = functools.partial(_inner_map, "thread")
+    assert pmap(outer, [1, 2], backend="pool", workers=2) == [[1, 2, 3], [2, 3, 4]]
+
+
+@pytest.mark.timeout(30)
+def test_run_processes_inside_a_pool_worker_says_why_not() -> None:
+    with pytest.raises(ValueError, match=r"run_processes\(\): it starts processes.*daemonic"):
+        pmap(_inner_run_processes, [1], backend="pool", workers=1)
+
+
+@pytest.mark.timeout(30)
+def test_auto_inside_a_pool_worker_runs_in_the_worker() -> None:
+    out = pmap(_inner_costly_auto, [0, 100], backend="pool", workers=2)
+    assert out == [(True, [x * x for x in range(x, x + 40)]) for x in (0, 100)]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("inner", [*PROCESS_BACKENDS, "auto"])
+@pytest.mark.parametrize("outer", ["process", "futures"])
+def test_nested_maps_under_process_and_futures_work(outer: BackendName, inner: BackendName) -> None:
+    fn = functools.partial(_inner_map, inner)
+    expected = [[x, x + 1, x + 2] for x in range(3)]
+    assert pmap(fn, range(3), backend=outer, workers=2, chunksize=1) == expected

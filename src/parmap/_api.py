@@ -184,6 +184,23 @@ def check_iterable(api: str, value: object, what: str) -> Iterator[Any]:
         raise TypeError(f"{api}(): {what} must be iterable, got {type(value).__name__}") from None
 
 
+def check_may_start_processes(api: str, what: str, instead: str) -> None:
+    """Raise ``ValueError`` where this process may not start processes: it is a daemonic
+    worker, whose children multiprocessing refuses with a bare ``AssertionError``."""
+    if not _daemonic():
+        return
+    raise ValueError(
+        f"{api}(): {what} starts processes, and this process is a daemonic worker (of "
+        f'backend="pool", a multiprocessing.Pool, a Dask worker or another daemonic Process), '
+        f"which may not have children: {instead}, or run the outer map with "
+        f'backend="process" or "futures", whose workers may start processes'
+    )
+
+
+#: What a map inside a daemonic worker can use instead of worker processes.
+IN_A_DAEMON = 'use backend="thread" (or "serial") inside it'
+
+
 def _choose_backend(
     api: str,
     backend: object,
@@ -213,7 +230,8 @@ def _choose_backend(
         count = max(1, min(count, total))
     threads = max(1, default_workers() // count) if limit_threads else None
     if backend == "auto":
-        if count == 1 or (total is not None and total <= 1):
+        # A daemonic worker may not start processes: the caller is all there is.
+        if count == 1 or (total is not None and total <= 1) or _daemonic():
             backend = "serial"
         else:
             from .backends._auto import AutoBackend
@@ -221,7 +239,13 @@ def _choose_backend(
             return AutoBackend(count, start_method, total, threads=threads)
     elif start_method is not None and not backends.BACKENDS[backend].processes:
         raise ValueError(f"{api}(): start_method= does not apply to the {backend!r} backend")
+    elif backends.BACKENDS[backend].processes:
+        check_may_start_processes(api, f"backend={backend!r}", IN_A_DAEMON)
     return backends.create(backend, count, start_method, threads)
+
+
+def _daemonic() -> bool:
+    return multiprocessing.current_process().daemon
 
 
 def _prepare(

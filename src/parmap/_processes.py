@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 
 from typing_extensions import TypeVarTuple, Unpack
 
-from ._api import check_callable, check_iterable, check_start_method, check_timeout
+from ._api import (
+    check_callable,
+    check_iterable,
+    check_may_start_processes,
+    check_start_method,
+    check_timeout,
+)
 from ._errors import (
     TaskPicklingError,
     TaskTimeoutError,
@@ -196,6 +202,7 @@ def prepare_children(
     for n, item in enumerate(args):
         if not isinstance(item, tuple):
             raise TypeError(f"{api}(): args_list[{n}] must be a tuple, got {type(item).__name__}")
+    check_may_start_processes(api, "it", "call it from a process that is not daemonic")
     fn_bytes = dumps_task(target, None, (), TaskPicklingError)
     payloads = [
         dumps_items([a], n, "the arguments of child", TaskPicklingError) for n, a in enumerate(args)

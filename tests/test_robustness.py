@@ -5,6 +5,7 @@ session of its own, under a timeout; every process it started must be gone when 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -13,10 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from parmap import BackendName, pmap, run_processes
+import parmap.backends._futures
+from parmap import BackendName, WorkerCrashedError, pmap, run_processes
+from parmap._worker import pool_initializer
 
 from .helpers import Lines, run_script, session_leftovers, wait_gone
 
@@ -174,3 +178,107 @@ def test_nested_maps_under_process_and_futures_work(outer: BackendName, inner: B
     fn = functools.partial(_inner_map, inner)
     expected = [[x, x + 1, x + 2] for x in range(3)]
     assert pmap(fn, range(3), backend=outer, workers=2, chunksize=1) == expected
+
+
+# -- no __main__ guard ---------------------------------------------------------------------------
+
+UNGUARDED = """\
+import time
+
+from parmap import WorkerCrashedError, pmap, queue_collect, run_processes
+
+
+def double(x):
+    time.sleep(0.02)  # costly enough for "auto" to start workers
+    return x * 2
+
+
+def produce(x, channel):
+    channel.put(x)
+
+
+# No `if __name__ == "__main__":` below: under spawn and forkserver every worker runs this again.
+try:
+    if {backend!r} == "run_processes":
+        run_processes(double, [(1,), (2,)], start_method={start_method!r})
+    elif {backend!r} == "queue_collect":
+        queue_collect(produce, [(1,)], channel="manager", start_method={start_method!r})
+    else:
+        pmap(double, range(20), backend={backend!r}, workers=2, start_method={start_method!r})
+except WorkerCrashedError as error:
+    print("error:", error, flush=True)
+print("next call:", pmap(double, range(4), workers=2, start_method="fork"), flush=True)
+"""
+
+MAIN_CASES = [
+    *[(backend, method, "file") for backend in ("process", "pool", "futures", "auto")
+      for method in ("spawn", "forkserver")],
+    *[(backend, "spawn", "stdin") for backend in ("process", "pool", "futures", "auto")],
+    ("process", "spawn", "module"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("backend", "start_method", "source"), MAIN_CASES, ids=["-".join(c) for c in MAIN_CASES]
+)
+def test_a_script_without_a_main_guard_is_told_why_its_workers_died(
+    backend: str, start_method: str, source: str, tmp_path: Path
+) -> None:
+    """Each worker re-runs the script (or cannot read it again, from stdin) and dies while
+    starting: the call says so at once, instead of blaming item 0 ("process", "futures",
+    "auto") or respawning workers forever ("pool"); the next call works."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED.format(backend=backend, start_method=start_method))
+    if source == "stdin":
+        done = run_script(["-"], SCRIPT_TIMEOUT, stdin=script.read_bytes(), cwd=tmp_path)
+    elif source == "module":
+        done = run_script(["-m", "unguarded"], SCRIPT_TIMEOUT, cwd=tmp_path)
+    else:
+        done = run_script([str(script)], SCRIPT_TIMEOUT, cwd=tmp_path)
+    assert done.returncode == 0, done.err
+    assert done.seconds < BOUND, done.err
+    error, next_call = done.out.splitlines()
+    assert next_call == "next call: [0, 2, 4, 6]"
+    assert " while starting died with exit code 1: " in error, error
+    assert f"under start_method={start_method!r} each worker first imports the main " in error
+    if source == "stdin":
+        assert "it was not read from a file ('<stdin>'" in error, error
+        assert 'run the script from a file, or use start_method="fork"' in error, error
+        assert "FileNotFoundError" in done.err
+    else:
+        where = "the module unguarded" if source == "module" else str(script)
+        assert f"main module ({where}); a parmap call made there at module level" in error
+        assert 'without `if __name__ == "__main__":`' in error, error
+        # Each worker printed why it stopped; a few workers started, not hundreds.
+        assert 1 <= done.err.count("bootstrapping phase") <= 8, done.err
+
+
+_STARTED = multiprocessing.get_context("fork").Value("i", 0)
+
+
+def _second_starts_slowly(*args: Any) -> None:
+    """``pool_initializer``, but every worker after the first sleeps before it."""
+    with _STARTED.get_lock():
+        first = _STARTED.value == 0
+        _STARTED.value += 1
+    if not first:
+        time.sleep(2)
+    pool_initializer(*args)
+
+
+def _kill_self(x: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_the_executor_stops_while_it_starts_does_not_hide_the_death(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ProcessPoolExecutor stops every worker (SIGTERM) once one dies, some perhaps still
+    starting: the death reported is the one that broke it."""
+    _STARTED.value = 0
+    monkeypatch.setattr(parmap.backends._futures, "pool_initializer", _second_starts_slowly)
+    with pytest.raises(WorkerCrashedError, match=r"while running item 0 died with signal SIGKILL"):
+        pmap(_kill_self, range(4), backend="futures", start_method="fork", workers=2, chunksize=1)
+    assert _STARTED.value == 2  # the second worker was started, and stopped while starting

@@ -215,6 +215,8 @@ MAIN_CASES = [
       for method in ("spawn", "forkserver")],
     *[(backend, "spawn", "stdin") for backend in ("process", "pool", "futures", "auto")],
     ("process", "spawn", "module"),
+    ("run_processes", "spawn", "file"),
+    ("queue_collect", "spawn", "file"),
 ]  # fmt: skip
 
 
@@ -239,7 +241,14 @@ def test_a_script_without_a_main_guard_is_told_why_its_workers_died(
     assert done.seconds < BOUND, done.err
     error, next_call = done.out.splitlines()
     assert next_call == "next call: [0, 2, 4, 6]"
-    assert " while starting died with exit code 1: " in error, error
+    if backend == "run_processes":
+        assert "child 0 (pid " in error, error
+        assert "died with exit code 1; if it died while starting" in error, error
+    elif backend == "queue_collect":
+        assert "manager process (pid " in error, error
+        assert " while starting died with exit code 1: " in error, error
+    else:
+        assert " while starting died with exit code 1: " in error, error
     assert f"under start_method={start_method!r} each worker first imports the main " in error
     if source == "stdin":
         assert "it was not read from a file ('<stdin>'" in error, error

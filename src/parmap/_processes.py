@@ -40,6 +40,7 @@ from ._errors import (
 )
 from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
+from .backends._base import why_startup_failed
 
 __all__ = ["Family", "child_reply", "run_processes"]
 
@@ -75,8 +76,11 @@ def _process_child(
 class Family:
     """One-off children of one call, their results, and the loop's choice of failure."""
 
-    def __init__(self, api: str, count: int, timeout: float | None) -> None:
+    def __init__(
+        self, api: str, count: int, timeout: float | None, start_method: str = "fork"
+    ) -> None:
         self.api = api
+        self.start_method = start_method
         self.procs: list[BaseProcess | None] = [None] * count
         self.results: list[Any] = [None] * count
         self.done = [False] * count
@@ -146,6 +150,9 @@ class Family:
             what += " exited without reporting (os._exit(0)?) and"
         error = WorkerCrashedError(what, exitcode=proc.exitcode, index=index)
         error.pid = proc.pid
+        why = why_startup_failed(proc.exitcode, self.start_method)
+        if why:  # no board here to say whether it ran anything: the target may have exited 1
+            error.args = (f"{error.args[0]}; if it died while starting: {why}",)
         self.fail(index, error)
 
     def wait_time(self, poll: float | None) -> float | None:
@@ -230,7 +237,7 @@ def run_processes(
     ctx, fn_bytes, payloads = prepare_children(
         "run_processes", target, args_list, timeout, start_method
     )
-    family = Family("run_processes", len(payloads), timeout)
+    family = Family("run_processes", len(payloads), timeout, ctx.get_start_method())
     conns: dict[Connection, int] = {}
     try:
         for index, payload in enumerate(payloads):

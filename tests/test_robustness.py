@@ -291,3 +291,52 @@ def test_a_worker_the_executor_stops_while_it_starts_does_not_hide_the_death(
     with pytest.raises(WorkerCrashedError, match=r"while running item 0 died with signal SIGKILL"):
         pmap(_kill_self, range(4), backend="futures", start_method="fork", workers=2, chunksize=1)
     assert _STARTED.value == 2  # the second worker was started, and stopped while starting
+
+
+# -- a caller that ignores SIGCHLD ---------------------------------------------------------------
+
+SIGCHLD_IGNORED = """\
+import signal
+import time
+
+from parmap import pmap, run_processes
+
+
+def slow_square(x):
+    time.sleep(0.005)  # costly enough for "auto" to want worker processes
+    return x * x
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # as a daemon does, to leave no zombies
+    for backend in ("process", "pool", "futures"):
+        try:
+            pmap(abs, [-1, -2], backend=backend, workers=2)
+        except ValueError as error:
+            print(backend, "|", error, flush=True)
+    try:
+        run_processes(abs, [(-1,)])
+    except ValueError as error:
+        print("run_processes", "|", error, flush=True)
+    print("auto", "|", pmap(slow_square, range(40), workers=2) == [x * x for x in range(40)])
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    print("restored", "|", pmap(abs, [-1, -2], backend="process", workers=2), flush=True)
+"""
+
+
+def test_a_caller_that_ignores_sigchld_is_told_to_restore_it(tmp_path: Path) -> None:
+    """The system reaps such a caller's children unseen: multiprocessing never learns how a
+    worker ended and ``Process.close()`` raised "Cannot close a process while it is still
+    running" about workers long gone. Process backends say so before starting; "auto" runs
+    in the caller."""
+    script = tmp_path / "sigchld.py"
+    script.write_text(SIGCHLD_IGNORED)
+    done = run_script([str(script)], SCRIPT_TIMEOUT, cwd=tmp_path)
+    assert done.returncode == 0, done.err
+    lines = dict(line.split(" | ", 1) for line in done.out.splitlines())
+    assert set(lines) == {"process", "pool", "futures", "run_processes", "auto", "restored"}
+    for name in ("process", "pool", "futures", "run_processes"):
+        assert "ignores SIGCHLD (SIG_IGN)" in lines[name], lines[name]
+        assert "signal.signal(signal.SIGCHLD, signal.SIG_DFL)" in lines[name], lines[name]
+    assert lines["auto"] == "True"
+    assert lines["restored"] == "[1, 2]"

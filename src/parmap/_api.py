@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -185,20 +186,41 @@ def check_iterable(api: str, value: object, what: str) -> Iterator[Any]:
 
 
 def check_may_start_processes(api: str, what: str, instead: str) -> None:
-    """Raise ``ValueError`` where this process may not start processes: it is a daemonic
-    worker, whose children multiprocessing refuses with a bare ``AssertionError``."""
-    if not _daemonic():
+    """Raise ``ValueError`` where this process cannot run worker processes (see
+    ``_no_processes``); ``instead``: what to do inside a daemonic worker."""
+    why = _no_processes()
+    if why is None:
         return
+    if why == "daemonic":
+        raise ValueError(
+            f"{api}(): {what} starts processes, and this process is a daemonic worker (of "
+            f'backend="pool", a multiprocessing.Pool, a Dask worker or another daemonic '
+            f"Process), which may not have children: {instead}, or run the outer map with "
+            f'backend="process" or "futures", whose workers may start processes'
+        )
     raise ValueError(
-        f"{api}(): {what} starts processes, and this process is a daemonic worker (of "
-        f'backend="pool", a multiprocessing.Pool, a Dask worker or another daemonic Process), '
-        f"which may not have children: {instead}, or run the outer map with "
-        f'backend="process" or "futures", whose workers may start processes'
+        f"{api}(): {what} starts processes, and this process ignores SIGCHLD (SIG_IGN), so "
+        f"the system reaps its children the moment they end and multiprocessing cannot wait "
+        f"for them: restore the default first, signal.signal(signal.SIGCHLD, signal.SIG_DFL), "
+        f'or use backend="thread"'
     )
 
 
 #: What a map inside a daemonic worker can use instead of worker processes.
 IN_A_DAEMON = 'use backend="thread" (or "serial") inside it'
+
+
+def _no_processes() -> str | None:
+    """Why this process cannot run worker processes, if it cannot: ``"daemonic"`` (a daemonic
+    worker, whose children multiprocessing refuses with a bare ``AssertionError``) or
+    ``"sigchld"`` (SIGCHLD ignored: children are reaped unseen, so no exit code is ever known
+    and ``Process.close()`` fails on workers that are long gone)."""
+    if multiprocessing.current_process().daemon:
+        return "daemonic"
+    sigchld = getattr(signal, "SIGCHLD", None)
+    if sigchld is not None and signal.getsignal(sigchld) == signal.SIG_IGN:
+        return "sigchld"
+    return None
 
 
 def _choose_backend(
@@ -230,8 +252,8 @@ def _choose_backend(
         count = max(1, min(count, total))
     threads = max(1, default_workers() // count) if limit_threads else None
     if backend == "auto":
-        # A daemonic worker may not start processes: the caller is all there is.
-        if count == 1 or (total is not None and total <= 1) or _daemonic():
+        # Where worker processes cannot run (see _no_processes), the caller is all there is.
+        if count == 1 or (total is not None and total <= 1) or _no_processes():
             backend = "serial"
         else:
             from .backends._auto import AutoBackend
@@ -242,10 +264,6 @@ def _choose_backend(
     elif backends.BACKENDS[backend].processes:
         check_may_start_processes(api, f"backend={backend!r}", IN_A_DAEMON)
     return backends.create(backend, count, start_method, threads)
-
-
-def _daemonic() -> bool:
-    return multiprocessing.current_process().daemon
 
 
 def _prepare(

@@ -460,7 +460,8 @@ def reset_signals() -> None:
     as the item's ``SystemExit`` while the worker lives on and ``terminate()`` waits for it
     forever; an ignored SIGTERM (kept even across ``exec``, so under spawn too) would do the
     same. Any other handler the caller installed in Python is its own (it would run the
-    caller's code in the worker) and is reset too; a signal it chose to ignore stays ignored.
+    caller's code in the worker) and is reset too; a signal it chose to ignore stays ignored
+    (one that ignores SIGCHLD starts no workers at all: see ``_api.check_may_start_processes``).
     A forked worker also inherits the caller's wakeup fd (asyncio's self-pipe): a signal here
     would write to the caller's event loop.
     """

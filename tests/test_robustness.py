@@ -180,6 +180,15 @@ def test_nested_maps_under_process_and_futures_work(outer: BackendName, inner: B
     assert pmap(fn, range(3), backend=outer, workers=2, chunksize=1) == expected
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("outer", ["process", "futures"])
+def test_nested_maps_under_spawned_workers_work(outer: BackendName) -> None:
+    fn = functools.partial(_inner_map, "process")
+    expected = [[x, x + 1, x + 2] for x in range(3)]
+    out = pmap(fn, range(3), backend=outer, workers=2, chunksize=1, start_method="spawn")
+    assert out == expected
+
+
 # -- no __main__ guard ---------------------------------------------------------------------------
 
 UNGUARDED = """\

@@ -349,3 +349,24 @@ def test_a_caller_that_ignores_sigchld_is_told_to_restore_it(tmp_path: Path) -> 
         assert "signal.signal(signal.SIGCHLD, signal.SIG_DFL)" in lines[name], lines[name]
     assert lines["auto"] == "True"
     assert lines["restored"] == "[1, 2]"
+
+
+SLOW_START_CASES = [("fork", "ignore"), ("fork", "asyncio"), ("spawn", "ignore")]
+
+
+@pytest.mark.parametrize(
+    ("start_method", "handler"), SLOW_START_CASES, ids=["-".join(c) for c in SLOW_START_CASES]
+)
+def test_a_pool_call_that_ends_while_a_worker_starts_does_not_wait_for_it(
+    start_method: str, handler: str, tmp_path: Path
+) -> None:
+    """Until it is set up, a worker keeps the caller's dispositions: Pool.terminate()'s SIGTERM
+    would be ignored (or handled by asyncio's handler, which does nothing) and its join would
+    wait forever; the worker is killed instead."""
+    args = [str(SCRIPTS / "slow_start_pool.py"), start_method, handler, str(tmp_path / "first")]
+    done = run_script(args, SCRIPT_TIMEOUT)
+    assert done.returncode == 0, done.err
+    (line,) = done.out.splitlines()  # and no "SIGTERM handled": no worker ran asyncio's handler
+    result, seconds = line.rsplit(" ", 1)
+    assert result == "[1, 2, 3]", done.out
+    assert float(seconds) < 5, done.out  # before the slow worker would have been set up

@@ -27,8 +27,10 @@ from .helpers import Lines, run_script, session_leftovers, wait_gone
 SCRIPTS = Path(__file__).parent / "scripts"
 #: A script that hangs runs until this; one that works ends well within it.
 SCRIPT_TIMEOUT = 40.0
-#: "Promptly": process start (spawn) and interpreter exit included, on a loaded machine.
+#: "Promptly": a call, or a signalled caller's exit, on a loaded machine.
 BOUND = 10.0
+#: A whole script: interpreters and workers started (spawn), two calls, the exit.
+SCRIPT_BOUND = 20.0
 
 
 # -- a service-style SIGTERM handler in the caller -----------------------------------------------
@@ -247,7 +249,7 @@ def test_a_script_without_a_main_guard_is_told_why_its_workers_died(
     else:
         done = run_script([str(script)], SCRIPT_TIMEOUT, cwd=tmp_path)
     assert done.returncode == 0, done.err
-    assert done.seconds < BOUND, done.err
+    assert done.seconds < SCRIPT_BOUND, done.err
     error, next_call = done.out.splitlines()
     assert next_call == "next call: [0, 2, 4, 6]"
     if backend == "run_processes":
@@ -369,4 +371,4 @@ def test_a_pool_call_that_ends_while_a_worker_starts_does_not_wait_for_it(
     (line,) = done.out.splitlines()  # and no "SIGTERM handled": no worker ran asyncio's handler
     result, seconds = line.rsplit(" ", 1)
     assert result == "[1, 2, 3]", done.out
-    assert float(seconds) < 5, done.out  # before the slow worker would have been set up
+    assert float(seconds) < 15, done.out  # before the slow worker would have been set up

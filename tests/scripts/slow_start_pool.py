@@ -21,7 +21,7 @@ def slow_start(*args: Any) -> None:
     try:
         os.close(os.open(sys.argv[3], os.O_CREAT | os.O_EXCL))
     except FileExistsError:
-        time.sleep(5)  # not yet a worker: the caller's signal dispositions still apply
+        time.sleep(20)  # not yet a worker: the caller's signal dispositions still apply
     pool_initializer(*args)
 
 

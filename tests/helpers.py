@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -100,3 +103,76 @@ def python_script(source: str, *args: str) -> subprocess.Popen[bytes]:
         start_new_session=True,
         cwd=Path(__file__).parent.parent,
     )
+
+
+def session_members(sid: int) -> set[int]:
+    """Pids in session ``sid``, zombies excluded: a process a script started (or a process one
+    of those started) stays in it when its parent dies, wherever it is reparented."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def session_leftovers(sid: int, timeout: float) -> set[int]:
+    """Wait up to ``timeout`` seconds for session ``sid`` to empty; kill and return what is left.
+
+    (multiprocessing's helpers, the fork server and the resource tracker, exit on their own a
+    moment after their caller.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = session_members(sid)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+@dataclass
+class Finished:
+    """How a script run by ``run_script`` ended."""
+
+    returncode: int
+    out: str
+    err: str
+    seconds: float
+
+
+def run_script(
+    args: list[str], timeout: float, *, stdin: bytes | None = None, cwd: Path | None = None
+) -> Finished:
+    """Run ``python ARGS`` in a session of its own; fail if it runs past ``timeout`` or leaves
+    a process behind (everything it started is killed either way)."""
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        cwd=cwd or Path(__file__).parent.parent,
+    )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        session_leftovers(proc.pid, 0)
+        raise AssertionError(
+            f"still running after {timeout}s\nstdout:\n{out.decode()}\nstderr:\n{err.decode()}"
+        ) from None
+    seconds = time.monotonic() - began
+    left = session_leftovers(proc.pid, 5.0)
+    assert not left, f"processes outlived the script: {left}\nstderr:\n{err.decode()}"
+    return Finished(proc.returncode, out.decode(), err.decode(), seconds)

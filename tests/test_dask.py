@@ -172,3 +172,15 @@ def test_progress_and_initializer_on_dask(client: Any) -> None:
                initializer=lambda: "ready", progress=lambda *a: seen.append(a))  # fmt: skip
     assert out == [("ready", x) for x in range(30)]
     assert seen[-1] == (30, 30)
+
+
+def _nested(backend: Any) -> list[int]:
+    return pmap(abs, [-1, -2], backend=backend, workers=2)
+
+
+def test_a_map_inside_a_dask_worker(client: Any) -> None:
+    """Dask's worker processes are daemonic: a process backend inside one says so; "auto"
+    runs in the worker."""
+    with pytest.raises(ValueError, match=r"backend='process' starts processes.*daemonic worker"):
+        client.submit(_nested, "process", pure=False).result()
+    assert client.submit(_nested, "auto", pure=False).result() == [1, 2]

@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -150,6 +151,44 @@ def check_iterable(api: str, value: object, what: str) -> Iterator[Any]:
         raise TypeError(f"{api}(): {what} must be iterable, got {type(value).__name__}") from None
 
 
+def check_may_start_processes(api: str, what: str, instead: str) -> None:
+    """Raise ``ValueError`` where this process cannot run worker processes (see
+    ``_no_processes``); ``instead``: what to do inside a daemonic worker."""
+    why = _no_processes()
+    if why is None:
+        return
+    if why == "daemonic":
+        raise ValueError(
+            f"{api}(): {what} starts processes, and this process is a daemonic worker (of "
+            f'backend="pool", a multiprocessing.Pool, a Dask worker or another daemonic '
+            f"Process), which may not have children: {instead}, or run the outer map with "
+            f'backend="process" or "futures", whose workers may start processes'
+        )
+    raise ValueError(
+        f"{api}(): {what} starts processes, and this process ignores SIGCHLD (SIG_IGN), so "
+        f"the system reaps its children the moment they end and multiprocessing cannot wait "
+        f"for them: restore the default first, signal.signal(signal.SIGCHLD, signal.SIG_DFL), "
+        f'or use backend="thread"'
+    )
+
+
+#: What a map inside a daemonic worker can use instead of worker processes.
+IN_A_DAEMON = 'use backend="thread" (or "serial") inside it'
+
+
+def _no_processes() -> str | None:
+    """Why this process cannot run worker processes, if it cannot: ``"daemonic"`` (a daemonic
+    worker, whose children multiprocessing refuses with a bare ``AssertionError``) or
+    ``"sigchld"`` (SIGCHLD ignored: children are reaped unseen, so no exit code is ever known
+    and ``Process.close()`` fails on workers that are long gone)."""
+    if multiprocessing.current_process().daemon:
+        return "daemonic"
+    sigchld = getattr(signal, "SIGCHLD", None)
+    if sigchld is not None and signal.getsignal(sigchld) == signal.SIG_IGN:
+        return "sigchld"
+    return None
+
+
 def _choose_backend(
     api: str,
     backend: object,
@@ -166,11 +205,14 @@ def _choose_backend(
         count = max(1, min(count, total))
     threads = max(1, default_workers() // count) if limit_threads else None
     if name == "auto":
-        if count > 1 and (total is None or total > 1):
+        # Where worker processes cannot run (see _no_processes), the caller is all there is.
+        if count > 1 and (total is None or total > 1) and not _no_processes():
             return Auto(count, start_method, total, threads)
         name = "serial"  # one worker, or one item: nothing to measure
     elif start_method is not None and not backends.BACKENDS[name].processes:
         raise ValueError(f"{api}(): start_method= does not apply to the {name!r} backend")
+    elif backends.BACKENDS[name].processes:
+        check_may_start_processes(api, f"backend={name!r}", IN_A_DAEMON)
     return backends.create(name, count, start_method, threads)
 
 

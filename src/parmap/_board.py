@@ -8,7 +8,9 @@ and which item has overrun ``timeout=`` without asking the worker anything. For 
 backend the same layout lives in a plain list.
 
 The index is a phase when negative: ``IDLE`` (between chunks or returning results),
-``RECEIVING`` (unpickling a chunk) or ``INITIALIZING`` (running ``initializer=``).
+``RECEIVING`` (unpickling a chunk), ``INITIALIZING`` (running ``initializer=``) or ``STARTING``
+(written by the caller before it starts the worker's process, replaced when the worker claims
+the slot: a worker that dies meanwhile never ran anything of the call's).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "INITIALIZING",
     "RECEIVING",
     "STARTED",
+    "STARTING",
     "Board",
     "Cells",
     "SlotView",
@@ -33,6 +36,7 @@ __all__ = [
 IDLE = -1
 RECEIVING = -2
 INITIALIZING = -3
+STARTING = -4
 # Offsets of a slot's cells from its base.
 PID, CHUNK, INDEX, STARTED = range(4)
 _WIDTH = 4
@@ -87,6 +91,11 @@ class Board:
     def base(slot: int) -> int:
         """Offset of a slot's cells; add ``PID``, ``CHUNK``, ``INDEX`` or ``STARTED``."""
         return _WIDTH * slot
+
+    def starting(self, slot: int) -> None:
+        """Mark a slot whose worker is being started (see ``STARTING``)."""
+        base = _WIDTH * slot
+        self.cells[base : base + _WIDTH] = [0, IDLE, STARTING, 0]
 
     def claim(self, slot: int, pid: int) -> None:
         base = _WIDTH * slot

@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 
 from typing_extensions import TypeVarTuple, Unpack
 
-from ._api import check_callable, check_iterable, check_start_method, check_timeout
+from ._api import (
+    check_callable,
+    check_iterable,
+    check_may_start_processes,
+    check_start_method,
+    check_timeout,
+)
 from ._children import join_exit, reap
 from ._errors import (
     TaskPicklingError,
@@ -35,6 +41,7 @@ from ._errors import (
 )
 from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
+from .backends._base import why_startup_failed
 
 __all__ = ["Family", "child_reply", "run_processes"]
 
@@ -70,8 +77,11 @@ def _process_child(
 class Family:
     """One-off children of one call, their results, and the loop's choice of failure."""
 
-    def __init__(self, api: str, count: int, timeout: float | None) -> None:
+    def __init__(
+        self, api: str, count: int, timeout: float | None, start_method: str = "fork"
+    ) -> None:
         self.api = api
+        self.start_method = start_method
         self.procs: list[BaseProcess | None] = [None] * count
         self.results: list[Any] = [None] * count
         self.done = [False] * count
@@ -141,6 +151,9 @@ class Family:
             what += " exited without reporting (os._exit(0)?) and"
         error = WorkerCrashedError(what, exitcode=proc.exitcode, index=index)
         error.pid = proc.pid
+        why = why_startup_failed(proc.exitcode, self.start_method)
+        if why:  # no board here to say whether it ran anything: the target may have exited 1
+            error.args = (f"{error.args[0]}; if it died while starting: {why}",)
         self.fail(index, error)
 
     def wait_time(self, poll: float | None) -> float | None:
@@ -196,6 +209,7 @@ def prepare_children(
     for n, item in enumerate(args):
         if not isinstance(item, tuple):
             raise TypeError(f"{api}(): args_list[{n}] must be a tuple, got {type(item).__name__}")
+    check_may_start_processes(api, "it", "call it from a process that is not daemonic")
     fn_bytes = dumps_task(target, None, (), TaskPicklingError)
     payloads = [
         dumps_items([a], n, "the arguments of child", TaskPicklingError) for n, a in enumerate(args)
@@ -223,7 +237,7 @@ def run_processes(
     ctx, fn_bytes, payloads = prepare_children(
         "run_processes", target, args_list, timeout, start_method
     )
-    family = Family("run_processes", len(payloads), timeout)
+    family = Family("run_processes", len(payloads), timeout, ctx.get_start_method())
     conns: dict[Connection, int] = {}
     try:
         for index, payload in enumerate(payloads):

@@ -21,6 +21,7 @@ message that no reader can finish; ``"pipe"`` has no such hazard (the reader get
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.managers
 import multiprocessing.queues
 import os
 import queue
@@ -30,7 +31,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import TypeVarTuple, Unpack
 
+from ._errors import WorkerCrashedError
 from ._processes import Family, child_reply, prepare_children
+from .backends._base import why_startup_failed
 
 __all__ = ["CHANNELS", "Channel", "queue_collect"]
 
@@ -100,14 +103,14 @@ def queue_collect(
     ctx, fn_bytes, payloads = prepare_children(
         "queue_collect", producer, args_list, timeout, start_method
     )
-    family = Family("queue_collect", len(payloads), timeout)
+    family = Family("queue_collect", len(payloads), timeout, ctx.get_start_method())
     items: list[list[T]] = [[] for _ in payloads]
     manager = None
     conns: dict[Connection, int] = {}
     shared: Any = None
     try:
         if channel == "manager":
-            manager = ctx.Manager()
+            manager = _start_manager(ctx)
             shared = manager.Queue()
         elif channel == "queue":
             shared = ctx.Queue()
@@ -144,6 +147,28 @@ def queue_collect(
             shared.join_thread()
         if manager is not None:
             manager.shutdown()
+
+
+def _start_manager(ctx: Any) -> multiprocessing.managers.SyncManager:
+    """``ctx.Manager()``, or, if its process dies while starting (under spawn it imports the
+    main module first), ``WorkerCrashedError`` saying so rather than a bare ``EOFError``."""
+    manager = multiprocessing.managers.SyncManager(ctx=ctx)
+    try:
+        manager.start()
+    except EOFError:
+        proc = getattr(manager, "_process", None)
+        if proc is None:
+            raise
+        proc.join()
+        what = f"queue_collect() manager process (pid {proc.pid}) while starting"
+        error = WorkerCrashedError(what, exitcode=proc.exitcode)
+        error.pid = proc.pid
+        why = why_startup_failed(proc.exitcode, ctx.get_start_method())
+        if why:
+            error.args = (f"{error.args[0]}: {why}",)
+        proc.close()
+        raise error from None
+    return manager
 
 
 def _deliver(family: Family, items: list[list[Any]], index: int, last: bool, body: Any) -> None:

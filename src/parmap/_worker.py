@@ -459,14 +459,43 @@ THREAD_VARIABLES = (
 )
 
 
-def become_worker(caller: int, threads: int | None = None) -> None:
-    """Set up a worker process: Ctrl-C is the caller's to handle (a terminal sends SIGINT to
-    the whole process group); exit when the caller dies; at most ``threads`` BLAS/OpenMP
-    threads, so that workers x threads does not oversubscribe the cores (a variable you set
-    yourself is kept; libraries a forked worker inherited already started are limited through
-    threadpoolctl, when it is installed); and a random state of its own for numpy, which,
-    unlike ``random``, a forked child would otherwise share with its siblings."""
+def reset_signals() -> None:
+    """Give a worker process the signal dispositions of a worker, not of its caller.
+
+    Ctrl-C is the caller's to handle (a terminal sends SIGINT to the whole process group), so
+    SIGINT is ignored. SIGTERM ends the worker: it is how ``Pool.terminate()`` and
+    multiprocessing's exit handler stop workers, and a handler a forked worker inherited (a
+    service's ``sys.exit`` on SIGTERM) would instead raise in the item, which parmap reports
+    as the item's ``SystemExit`` while the worker lives on and ``terminate()`` waits for it
+    forever; an ignored SIGTERM (kept even across ``exec``, so under spawn too) would do the
+    same. Any other handler the caller installed in Python is its own (it would run the
+    caller's code in the worker) and is reset too; a signal it chose to ignore stays ignored
+    (one that ignores SIGCHLD starts no workers at all: see ``_api.check_may_start_processes``).
+    A forked worker also inherits the caller's wakeup fd (asyncio's self-pipe): a signal here
+    would write to the caller's event loop.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for number in signal.valid_signals():
+        if number in (signal.SIGINT, signal.SIGTERM):
+            continue
+        try:
+            handler = signal.getsignal(number)
+            if callable(handler):
+                signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):  # pragma: no cover - SIGKILL, SIGSTOP, real-time
+            continue
+    signal.set_wakeup_fd(-1)
+
+
+def become_worker(caller: int, threads: int | None = None) -> None:
+    """Set up a worker process: a worker's signals (see ``reset_signals``: SIGINT ignored,
+    SIGTERM ends it, none of the caller's handlers); exit when the caller dies; at most
+    ``threads`` BLAS/OpenMP threads, so that workers x threads does not oversubscribe the cores
+    (a variable you set yourself is kept; libraries a forked worker inherited already started
+    are limited through threadpoolctl, when it is installed); and a random state of its own for
+    numpy, which, unlike ``random``, a forked child would otherwise share with its siblings."""
+    reset_signals()
     watch_caller(caller)
     if threads is not None:
         for variable in THREAD_VARIABLES:

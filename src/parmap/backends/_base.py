@@ -18,7 +18,10 @@ Two ways to write one:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing.process
+import os
 import pickle
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -214,6 +217,46 @@ def initializer_crash(call: Call, view: SlotView, exitcode: int | None) -> Worke
     )
     error.pid = view.pid
     return error
+
+
+def startup_crash(pid: int | None, exitcode: int | None, start_method: str) -> WorkerCrashedError:
+    """A worker died before it ran anything of the call's: raised at once, since a fresh worker
+    would die the same way (the engine's respawning would go on forever)."""
+    error = WorkerCrashedError(f"a worker (pid {pid}) while starting", exitcode=exitcode)
+    error.pid = pid
+    why = why_startup_failed(exitcode, start_method)
+    if why:
+        error.args = (f"{error.args[0]}: {why}",)
+    return error
+
+
+def why_startup_failed(exitcode: int | None, start_method: str) -> str:
+    """The usual reason a worker exits with code 1 before it runs anything: under spawn and
+    forkserver it first imports the caller's main module, running its module-level code."""
+    if exitcode != 1 or start_method not in ("spawn", "forkserver"):
+        return ""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    path = getattr(main, "__file__", None)
+    where = f"the module {name}" if name else path
+    if where is None:
+        return ""  # nothing to import (python -c, an interactive session)
+    method = f"start_method={start_method!r}"
+    # A relative path is resolved as multiprocessing does, against the directory it started in.
+    started_in = getattr(multiprocessing.process, "ORIGINAL_DIR", None) or os.getcwd()
+    if name is None and not os.path.isfile(os.path.join(started_in, path or "")):
+        return (
+            f"under {method} each worker first imports the main module, and it was not read "
+            f"from a file ({path!r}, as with a script piped to the interpreter) that a worker "
+            f'could import: run the script from a file, or use start_method="fork"'
+        )
+    return (
+        f"under {method} each worker first imports the main module ({where}); a parmap call "
+        f'made there at module level, without `if __name__ == "__main__":`, runs again in each '
+        f"worker, which may not start processes of its own while it starts (the RuntimeError "
+        f'about the "bootstrapping phase" that the worker printed): put the call under that '
+        f"guard (if the worker printed another error, that is what stopped it)"
+    )
 
 
 def overdue(board: Board, timeout: float) -> list[SlotView]:

@@ -3,12 +3,20 @@
 Pool never notices a worker that dies mid-task (bpo-22393, open since 2014): it replaces the
 worker and waits forever for the lost task. The watching in ``_watched`` turns that into a
 ``WorkerCrashedError`` within a tenth of a second, and ``terminate()`` ends the pool.
+
+``terminate()`` stops each worker with ``Process.terminate()`` (SIGTERM) and then waits for it
+without limit. A worker set up by ``_worker.become_worker`` dies of it, but one the pool has just
+started (a replacement, or one of a call that ended before all its workers were up) still has
+the caller's signal dispositions: a SIGTERM the caller ignores (inherited even across exec), or
+a handler that does nothing (asyncio's), keeps it alive, and the caller waiting for it forever.
+So here a worker's ``terminate()`` is ``kill()``: SIGKILL, which nothing catches or ignores.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 from collections.abc import Iterable
+from multiprocessing.context import BaseContext
 from multiprocessing.pool import Pool
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -21,6 +29,16 @@ from ._watched import WatchedPool
 __all__ = ["PoolBackend"]
 
 
+class _KillingPool(Pool):
+    """A ``Pool`` whose workers' ``terminate()`` is ``kill()`` (see the module docstring)."""
+
+    @staticmethod
+    def Process(ctx: BaseContext, *args: Any, **kwds: Any) -> Any:
+        proc: BaseProcess = ctx.Process(*args, **kwds)  # type: ignore[attr-defined]
+        proc.terminate = proc.kill  # type: ignore[method-assign]
+        return proc
+
+
 class PoolBackend(WatchedPool):
     name = "pool"
     broken = ()
@@ -28,7 +46,7 @@ class PoolBackend(WatchedPool):
     _pool: Pool | None = None
 
     def _open(self, initargs: tuple[Any, ...]) -> None:
-        self._pool = self._ctx.Pool(self.workers, pool_initializer, initargs)
+        self._pool = _KillingPool(self.workers, pool_initializer, initargs, context=self._ctx)
 
     def _processes(self) -> Iterable[BaseProcess]:
         return list(getattr(self._pool, "_pool", None) or ())

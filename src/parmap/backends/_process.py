@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .._board import INITIALIZING, Board
+from .._board import INITIALIZING, STARTING, Board
 from .._children import join_exit, reap
 from .._errors import TaskPicklingError, WorkerCrashedError
 from .._worker import (
@@ -60,6 +60,7 @@ from ._base import (
     crash_failure,
     initializer_crash,
     overdue,
+    startup_crash,
     timeout_failure,
 )
 
@@ -134,15 +135,21 @@ class ProcessBackend(Backend):
         self._call = call
         self._respawns = 0
         self._function = function_message(call.fn_bytes, call.star, call.timeout)
-        if not self._pool:
-            kept = WARM.take(self._key()) if self.warm else None
-            if kept is not None:
-                self._board, self._pool = kept
-            else:
-                self._board = Board.shared(self._ctx, self.workers)
-                self._pool = [self._spawn(slot) for slot in range(self.workers)]
-        for worker in list(self._pool):
-            self._send(worker, self._function)
+        try:
+            if not self._pool:
+                kept = WARM.take(self._key()) if self.warm else None
+                if kept is not None:
+                    self._board, self._pool = kept
+                else:
+                    self._board = Board.shared(self._ctx, self.workers)
+                    for slot in range(self.workers):
+                        self._pool.append(self._spawn(slot))
+            for worker in list(self._pool):
+                self._send(worker, self._function)
+        except BaseException:
+            # Nothing was submitted, and the caller stops only a backend that started.
+            self.stop(abort=True)
+            raise
 
     def submit(self, chunk: Chunk) -> None:
         buffers: list[pickle.PickleBuffer] = []
@@ -197,14 +204,21 @@ class ProcessBackend(Backend):
     # -- workers ---------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> _Worker:
+        assert self._board is not None
+        self._board.starting(slot)  # until the worker claims the slot, when it is set up
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
             args=(theirs, os.getpid(), self.threads, self._board, slot),
             name=f"parmap-worker-{slot}",
         )
-        proc.start()
-        theirs.close()
+        try:
+            proc.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         return _Worker(proc, ours, slot)
 
     def _send(
@@ -255,6 +269,8 @@ class ProcessBackend(Backend):
         exitcode, pid = join_exit(worker.proc), worker.proc.pid
         assert self._board is not None
         view = self._board.view(worker.slot)
+        if view.index == STARTING and self._call is not None:
+            raise startup_crash(pid, exitcode, self._ctx.get_start_method())
         if view.index == INITIALIZING and self._call is not None:
             raise initializer_crash(self._call, view, exitcode)
         if worker.held:

@@ -4,7 +4,9 @@ Neither ``multiprocessing.Pool`` nor ``ProcessPoolExecutor`` says which worker d
 was doing (Pool does not even notice: bpo-22393). Here their workers start through
 ``_worker.pool_initializer``, which claims a slot on the progress board, installs the function
 once and ignores SIGINT. While the caller waits, every worker process is checked: a death names
-the item its slot held; an item older than ``timeout=`` gets its worker killed.
+the item its slot held; an item older than ``timeout=`` gets its worker killed. A worker that
+dies before it claims a slot died while starting (under spawn, importing the main module), as
+would every worker the engine started after it: Pool would respawn them forever.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .._board import IDLE, INITIALIZING, Board
+from .._errors import WorkerCrashedError
 from .._worker import Failure
 from ._base import (
     Call,
@@ -28,6 +31,7 @@ from ._base import (
     crash_failure,
     initializer_crash,
     overdue,
+    startup_crash,
     timeout_failure,
 )
 
@@ -51,6 +55,7 @@ class WatchedPool(FutureBackend):
         self._ctx: BaseContext = multiprocessing.get_context(start_method)
         self._board = Board.local(1)
         self._procs: dict[int, BaseProcess] = {}
+        self._counter: Any = None  # how many workers have taken a slot on the board
 
     @abstractmethod
     def _open(self, initargs: tuple[Any, ...]) -> None:
@@ -75,7 +80,7 @@ class WatchedPool(FutureBackend):
         super().start(call)
         # Slots for replacements too: Pool starts a new worker for each one that dies.
         self._board = Board.shared(self._ctx, 2 * self.workers + 8)
-        counter = self._ctx.Value("i", 0)
+        counter = self._counter = self._ctx.Value("i", 0)
         self._procs = {}
         self._suspects: dict[int, float] = {}
         args = (
@@ -120,6 +125,7 @@ class WatchedPool(FutureBackend):
         super().stop(abort=abort)
         self._procs.clear()
         self._board = Board.local(1)  # free the shared block now (see _release)
+        self._counter = None
         # Workers the engine replaced are remembered by multiprocessing until its next clean-up,
         # and their sentinels stay open until then: clean up now.
         multiprocessing.active_children()
@@ -165,6 +171,9 @@ class WatchedPool(FutureBackend):
             # The engine may have killed the others (SIGTERM) on noticing the first death.
             _, view, chunk, exitcode = min(deaths, key=lambda d: (d[0], d[1].chunk))
             return crash_failure(chunk, view, exitcode, view.pid)
+        starting = self._died_starting()
+        if starting is not None:
+            raise starting
         assert self._call is not None
         timeout = self._call.timeout
         if timeout is not None:
@@ -172,3 +181,23 @@ class WatchedPool(FutureBackend):
                 os.kill(view.pid, signal.SIGKILL)
                 return timeout_failure(view, timeout)
         return None
+
+    def _died_starting(self) -> WorkerCrashedError | None:
+        """A worker that died before it claimed a slot on the board, if any.
+
+        Not one the engine stopped (SIGTERM) on noticing another's death: ProcessPoolExecutor
+        stops them all, some perhaps still starting (a slow fork, a loaded machine).
+        """
+        if self._counter is None or self._counter.value >= self._board.slots:
+            return None  # the slots ran out: a worker without one may have been set up
+        claimed = {view.pid for view in self._board if view.pid}
+        dead = []
+        for pid in self._procs:
+            if pid not in claimed:
+                gone, exitcode = self._exitcode(pid)
+                if gone and exitcode != -signal.SIGTERM:
+                    dead.append((pid, exitcode))
+        if not dead:
+            return None
+        pid, exitcode = min(dead, key=lambda d: d[1] is None)  # one whose exit code is known
+        return startup_crash(pid, exitcode, self._ctx.get_start_method())

@@ -1,9 +1,9 @@
-"""The Dask backend against real clusters on loopback: a LocalCluster, and a scheduler and a
+"""The Dask backend against real clusters on loopback: the session's LocalCluster (``client``,
+in conftest, which the contract tests of the ``engine`` fixture share), and a scheduler and a
 worker started from the command line and reached by address."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -23,40 +23,10 @@ import parmap  # noqa: E402
 from parmap import RemoteTraceback, WorkerCrashedError, imap, pmap  # noqa: E402
 from parmap.backends import DaskBackend  # noqa: E402
 
-from .conftest import SESSION_FDS, SESSION_HELPERS, SESSION_THREADS, SessionHelper  # noqa: E402
+from .conftest import SESSION_FDS, SESSION_THREADS  # noqa: E402
 from .helpers import open_fds  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="session")
-def client() -> Iterator[Any]:
-    # A task that kills its worker fails at once rather than being retried three times.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-            scheduler_port=0, dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
-        )  # fmt: skip
-        with cluster, distributed.Client(cluster) as c:
-            # Dask starts some threads on first use and keeps them: start them now, before any
-            # test counts threads; its workers belong to the cluster, not to a test.
-            assert pmap(square, range(4), backend=DaskBackend(c)) == [0, 1, 4, 9]
-            SESSION_HELPERS.append(SessionHelper(lambda: _pids(c), lambda: _ports(c)))
-            yield c
-            SESSION_HELPERS.clear()
-
-
-def _pids(client: Any) -> set[int]:
-    return set(client.run(os.getpid).values())
-
-
-def _ports(client: Any) -> set[int]:
-    """The scheduler's, every worker's and every nanny's port (workers change on restart)."""
-    info = client.scheduler_info()
-    addresses = [client.scheduler.address]
-    for address, worker in info["workers"].items():
-        addresses += [address, worker.get("nanny") or address]
-    return {int(a.rsplit(":", 1)[1]) for a in addresses}
 
 
 def square(x: int) -> int:

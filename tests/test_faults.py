@@ -1,4 +1,4 @@
-"""The fault catalogue, through every engine whose workers are processes parmap starts.
+"""The fault catalogue, through the engines whose workers are processes parmap starts.
 
 Each case: the error parmap raises, its message, the time it took (a bound, not a benchmark:
 the issue promises "within a few seconds"), and that the next call on the same engine works.
@@ -34,6 +34,7 @@ from parmap import (
 )
 
 from . import faults
+from .conftest import ENGINES, ISOLATED, each_backend_and_method_once, with_engines
 from .faults import FailsToPickle, FailsToUnpickle
 
 #: A fault must surface within this many seconds (process start included).
@@ -187,24 +188,14 @@ CATALOGUE = [
     ),
 ]
 
-ENGINES = [
-    ("process", "fork"),
-    ("pool", "fork"),
-    ("futures", "fork"),
-    ("process", "spawn"),
-    ("process", "forkserver"),
-]
+#: The catalogue runs on every backend whose workers parmap starts, and on every start method.
+FAULT_ENGINES = each_backend_and_method_once(ISOLATED)
 
 
 @pytest.mark.parametrize("fault", CATALOGUE, ids=str)
-@pytest.mark.parametrize(("backend", "start_method"), ENGINES, ids=["-".join(e) for e in ENGINES])
-def test_fault(fault: Fault, backend: str, start_method: str) -> None:
-    options: dict[str, Any] = {
-        "backend": backend,
-        "start_method": start_method,
-        "workers": 2,
-        "chunksize": 1,
-    }
+@with_engines(FAULT_ENGINES)
+def test_fault(fault: Fault, engine: dict[str, Any]) -> None:
+    options: dict[str, Any] = {**engine, "workers": 2, "chunksize": 1}
     began = time.monotonic()
     with pytest.raises(fault.error, match=fault.message) as info:
         pmap(fault.fn, fault.items, **options)
@@ -234,7 +225,7 @@ def _kill_the_reported_worker(read_fd: int, reply: Connection) -> None:
     reply.close()
 
 
-@pytest.mark.parametrize("backend", ["process", "pool", "futures"])
+@pytest.mark.parametrize("backend", [e.name for e in ISOLATED if e.start_method == "fork"])
 def test_worker_killed_from_outside(backend: BackendName) -> None:
     """The worker reports its pid through a pipe it inherits (fork) and blocks; a helper process
     kills it. The caller maps in its own main thread, as a program does."""
@@ -275,21 +266,14 @@ def _block_at(x: int) -> int:
     return x
 
 
-@pytest.mark.parametrize(("backend", "start_method"), ENGINES[:3], ids=[e[0] for e in ENGINES[:3]])
-def test_item_that_never_returns_times_out(backend: BackendName, start_method: str) -> None:
+@with_engines([e for e in ENGINES if e.kills_on_timeout and e.default_method])
+def test_item_that_never_returns_times_out(engine: dict[str, Any]) -> None:
     began = time.monotonic()
     with pytest.raises(TaskTimeoutError, match=r"item 3 ran longer than timeout=0.5s") as info:
-        pmap(
-            _block_at,
-            range(6),
-            backend=backend,
-            start_method=start_method,
-            timeout=0.5,
-            chunksize=2,
-        )
+        pmap(_block_at, range(6), timeout=0.5, chunksize=2, **engine)
     assert info.value.index == 3
     assert time.monotonic() - began < BOUND
-    assert pmap(abs, [-1], backend=backend, start_method=start_method, timeout=5) == [1]
+    assert pmap(abs, [-1], timeout=5, **engine) == [1]
 
 
 def test_thread_backend_times_out_and_leaves_the_thread_to_finish() -> None:
@@ -334,10 +318,10 @@ def _fifty_ms(x: int) -> int:
     return x
 
 
-@pytest.mark.parametrize("backend", ["process", "pool", "futures", "thread", "serial", "auto"])
-def test_a_short_timeout_is_enforced_on_items_that_return_late(backend: BackendName) -> None:
+@with_engines([e for e in ENGINES if e.timeouts and e.default_method])
+def test_a_short_timeout_is_enforced_on_items_that_return_late(engine: dict[str, Any]) -> None:
     """The caller looks at the board only every so often; an item that returns after its
     timeout, before the caller looked, is caught in the worker. The lowest late item is named."""
     with pytest.raises(TaskTimeoutError, match=r"item 0 ran longer than timeout=0.01s") as info:
-        pmap(_fifty_ms, range(6), backend=backend, timeout=0.01, workers=2)
+        pmap(_fifty_ms, range(6), timeout=0.01, workers=2, **engine)
     assert info.value.index == 0

@@ -12,13 +12,14 @@ import pytest
 
 import parmap
 from parmap import (
-    BackendName,
     InitializerError,
     ParmapError,
     WorkerCrashedError,
     pmap,
     worker_state,
 )
+
+from .conftest import ISOLATED, with_engines
 
 
 def load(token: str) -> dict[str, Any]:
@@ -64,14 +65,14 @@ def die_in_init() -> None:
     os._exit(9)
 
 
-@pytest.mark.parametrize("backend", ["process", "pool", "futures"])
-def test_an_initializer_that_kills_its_worker_ends_the_call(backend: BackendName) -> None:
+@with_engines([e for e in ISOLATED if e.default_method])
+def test_an_initializer_that_kills_its_worker_ends_the_call(engine: dict[str, Any]) -> None:
     began = time.monotonic()
     with pytest.raises(WorkerCrashedError, match="running the initializer die_in_init") as info:
-        pmap(abs, range(10), backend=backend, workers=2, initializer=die_in_init)
+        pmap(abs, range(10), workers=2, initializer=die_in_init, **engine)
     assert info.value.exitcode == 9
     assert time.monotonic() - began < 10  # no endless respawning, as multiprocessing.Pool does
-    assert pmap(abs, [-2], backend=backend, workers=2) == [2]
+    assert pmap(abs, [-2], workers=2, **engine) == [2]
 
 
 def test_worker_state_without_an_initializer() -> None:

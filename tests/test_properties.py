@@ -1,22 +1,23 @@
 """Properties: every API equals its sequential counterpart, failures included.
 
-The broad property runs in-process backends at Hypothesis's full ``max_examples``; a narrower
-one goes through real processes, every backend and start method.
+The broad property runs the in-process engines at Hypothesis's full ``max_examples``; a narrower
+one goes through real processes, every backend and start method. The engines are filters of
+``conftest.ENGINES``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from parmap import imap, pmap, pstarmap, queue_collect, run_processes
 
+from .conftest import ENGINES, Engine, each_backend_and_method_once
 from .strategies import Boom, Case, cases, compute, compute_star
 
 
@@ -80,40 +81,34 @@ def check(case: Case, options: dict[str, Any]) -> None:
         assert starred == expected
 
 
-IN_PROCESS = ["serial", "thread", "thread-executor"]
+#: The engines that run items in this process: cheap enough for the full ``max_examples``.
+IN_PROCESS = [e for e in ENGINES if e.in_process]
 
 
-@pytest.mark.parametrize("backend", IN_PROCESS)
+@pytest.mark.parametrize("spec", [e.param() for e in IN_PROCESS])
 @given(case=cases())
 @settings(max_examples=100)
-def test_in_process_backends_equal_the_loop(backend: str, case: Case) -> None:
-    if backend == "thread-executor":
-        with cf.ThreadPoolExecutor(case.workers) as executor:
-            check(case, {"backend": executor})
-    else:
-        check(case, {"backend": backend, "workers": case.workers})
+def test_in_process_backends_equal_the_loop(spec: Engine, case: Case) -> None:
+    with spec.options(workers=case.workers) as options:
+        check(case, options)
 
 
-PROCESS_ENGINES = [
-    ("process", "fork"),
-    ("pool", "fork"),
-    ("futures", "fork"),
-    ("process", "forkserver"),
-    ("process", "spawn"),
-    ("auto", None),
-]
+#: The engines whose items cross to other processes, each backend and start method once (one
+#: is drawn per example). Not those on a service (the Dask cluster): a session fixture cannot be
+#: requested per example; the contract tests of the ``engine`` fixture run there.
+PROCESS_ENGINES = each_backend_and_method_once(
+    [e for e in ENGINES if not e.in_process and e.service is None]
+)
 
 
-@given(case=cases(max_size=40), engine=st.sampled_from(PROCESS_ENGINES))
+@given(case=cases(max_size=40), spec=st.sampled_from(PROCESS_ENGINES))
 @settings(max_examples=30)
-def test_process_backends_equal_the_loop(case: Case, engine: tuple[str, str | None]) -> None:
-    backend, start_method = engine
-    options: dict[str, Any] = {"backend": backend, "workers": min(case.workers, 2)}
-    if start_method is not None:
-        options["start_method"] = start_method
+def test_process_backends_equal_the_loop(case: Case, spec: Engine) -> None:
+    event(f"engine {spec}")  # --hypothesis-show-statistics: how often each was drawn
     expected, error = case.loop()
-    assert run_pmap(case, options) == ((expected, None) if error is None else ([], error))
-    assert run_imap(case, options, ordered=True) == (expected, error)
+    with spec.options(workers=min(case.workers, 2)) as options:
+        assert run_pmap(case, options) == ((expected, None) if error is None else ([], error))
+        assert run_imap(case, options, ordered=True) == (expected, error)
 
 
 def _child(failing: frozenset[int], index: int, value: int) -> int:
@@ -178,16 +173,17 @@ def _at_most(limit: int, x: int) -> int:
     bounds=st.tuples(st.integers(-50, 50), st.integers(-50, 50), st.integers(-7, 7)),
     limit=st.integers(-60, 60),
     chunksize=st.none() | st.integers(1, 9),
-    engine=st.sampled_from([("serial", None), ("thread", None), ("process", "fork")]),
+    spec=st.sampled_from([e for e in ENGINES if e.default_method and e.service is None]),
 )
 @settings(max_examples=60)
 def test_a_range_is_sliced_into_chunks_that_equal_the_loop(
     bounds: tuple[int, int, int],
     limit: int,
     chunksize: int | None,
-    engine: tuple[str, str | None],
+    spec: Engine,
 ) -> None:
     """Chunks of a range are ranges (see _api._Reader): any start, stop and step."""
+    event(f"engine {spec}")
     start, stop, step = bounds
     whole = range(start, stop, step or 1)
     expected: list[int] = []
@@ -198,20 +194,17 @@ def test_a_range_is_sliced_into_chunks_that_equal_the_loop(
             break
         expected.append(x * 3 - 1)
     fn = functools.partial(_at_most, limit)
-    backend, start_method = engine
-    options: dict[str, Any] = {"backend": backend, "chunksize": chunksize, "workers": 2}
-    if start_method is not None:
-        options["start_method"] = start_method
-    try:
-        assert pmap(fn, whole, **options) == expected
-    except Boom as exc:
-        assert exc == error
-    else:
-        assert error is None
-    got: list[int] = []
-    raised = None
-    try:
-        got.extend(imap(fn, whole, **options))
-    except Boom as exc:
-        raised = exc
+    with spec.options(workers=2) as options:
+        try:
+            assert pmap(fn, whole, chunksize=chunksize, **options) == expected
+        except Boom as exc:
+            assert exc == error
+        else:
+            assert error is None
+        got: list[int] = []
+        raised = None
+        try:
+            got.extend(imap(fn, whole, chunksize=chunksize, **options))
+        except Boom as exc:
+            raised = exc
     assert (got, raised) == (expected, error)

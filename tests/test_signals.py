@@ -13,27 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import ISOLATED, Engine, each_backend_and_method_once
 from .helpers import Lines, wait_gone
 
 SCRIPT = Path(__file__).parent / "scripts" / "busy_map.py"
-ENGINES = [
-    ("process", "fork"),
-    ("process", "spawn"),
-    ("pool", "fork"),
-    ("futures", "fork"),
-    ("process", "forkserver"),
-]
-IDS = ["-".join(e) for e in ENGINES]
+#: Every backend whose workers parmap starts, and every start method.
+SIGNAL_ENGINES = [e.param() for e in each_backend_and_method_once(ISOLATED)]
 BOUND = 3.0  # "within a couple of seconds"
 
 
 @contextmanager
-def busy_caller(
-    backend: str, start_method: str
-) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+def busy_caller(engine: Engine) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
     """A caller mapping slow items, and the pids of its two busy workers; killed at the end."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), backend, start_method],
+        [sys.executable, str(SCRIPT), engine.name, str(engine.start_method)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -48,11 +41,9 @@ def busy_caller(
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["caller-only", "process-group"])
-@pytest.mark.parametrize(("backend", "start_method"), ENGINES, ids=IDS)
-def test_ctrl_c_stops_every_worker_with_one_traceback(
-    backend: str, start_method: str, to_group: bool
-) -> None:
-    with busy_caller(backend, start_method) as (proc, workers):
+@pytest.mark.parametrize("spec", SIGNAL_ENGINES)
+def test_ctrl_c_stops_every_worker_with_one_traceback(spec: Engine, to_group: bool) -> None:
+    with busy_caller(spec) as (proc, workers):
         began = time.monotonic()
         if to_group:
             os.killpg(proc.pid, signal.SIGINT)
@@ -67,9 +58,9 @@ def test_ctrl_c_stops_every_worker_with_one_traceback(
         assert wait_gone(pid, BOUND), f"worker {pid} outlived the caller"
 
 
-@pytest.mark.parametrize(("backend", "start_method"), ENGINES, ids=IDS)
-def test_killed_caller_leaves_no_orphans(backend: str, start_method: str) -> None:
-    with busy_caller(backend, start_method) as (proc, workers):
+@pytest.mark.parametrize("spec", SIGNAL_ENGINES)
+def test_killed_caller_leaves_no_orphans(spec: Engine) -> None:
+    with busy_caller(spec) as (proc, workers):
         proc.kill()
         proc.wait()
         for pid in workers:

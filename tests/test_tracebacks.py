@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from parmap import BackendName, RemoteTraceback, pmap, pstarmap
+from parmap import RemoteTraceback, pmap, pstarmap
+
+from .conftest import ENGINES, with_engines
 
 SCRIPT = textwrap.dedent(
     """
@@ -89,11 +91,11 @@ def test_in_caller_map_names_the_item_of_a_generator() -> None:
         assert info.value.__notes__ == ["parmap: raised by item 4"]
 
 
-@pytest.mark.parametrize("backend", ["auto", "serial", "process", "thread"])
-def test_pstarmap_names_an_item_that_is_not_a_tuple(backend: BackendName) -> None:
+@with_engines([e for e in ENGINES if e.default_method])
+def test_pstarmap_names_an_item_that_is_not_a_tuple(engine: dict[str, Any]) -> None:
     items: list[Any] = [(2, 3), 5, (2, 2)]
     with pytest.raises(TypeError, match=r"item 1 is not a tuple of arguments"):
-        pstarmap(pow, items, backend=backend)
+        pstarmap(pow, items, **engine)
 
 
 def test_pstarmap_keeps_a_type_error_raised_inside_the_function() -> None:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import parmap
-from parmap import BackendName, pmap
+from parmap import pmap
 from parmap._worker import THREAD_VARIABLES
 
-from .conftest import START_METHODS
+from .conftest import ISOLATED, START_METHODS, each_backend_and_method_once, with_engines
 
 
 def draw(_: object) -> tuple[float, float]:
@@ -78,13 +78,8 @@ def blas_threads(_: object) -> set[int]:
 
 
 @pytest.mark.usefixtures("no_thread_variables")
-@pytest.mark.parametrize(
-    ("backend", "start_method"),
-    [*(("process", method) for method in START_METHODS), ("pool", "fork"), ("futures", "fork")],
-)
-def test_workers_limit_the_blas_threads_the_caller_already_started(
-    backend: BackendName, start_method: str
-) -> None:
+@with_engines(each_backend_and_method_once(ISOLATED))
+def test_workers_limit_the_blas_threads_the_caller_already_started(engine: dict[str, Any]) -> None:
     threadpoolctl = pytest.importorskip("threadpoolctl")
     cpus = len(os.sched_getaffinity(0))
     if cpus < 2:
@@ -92,8 +87,7 @@ def test_workers_limit_the_blas_threads_the_caller_already_started(
     np.ones((64, 64)) @ np.ones((64, 64))  # BLAS is loaded and started here
     with threadpoolctl.threadpool_limits(cpus):
         assert blas_threads(None) == {cpus}  # what a forked worker would inherit
-        out = pmap(blas_threads, range(2), backend=backend, workers=2, start_method=start_method,
-                   chunksize=1)  # fmt: skip
+        out = pmap(blas_threads, range(2), workers=2, chunksize=1, **engine)
     assert out == [{cpus // 2}] * 2
 
 

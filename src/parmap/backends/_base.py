@@ -344,7 +344,8 @@ class FutureBackend(Backend):
             return self._outcome(chunk, future.result())
         if isinstance(exc, self.broken):
             if self._fatal is not None:
-                return Outcome(chunk, [], self._fatal)
+                index, error = self._fatal
+                return Outcome(chunk, [], (chunk.start if index < 0 else index, error))
             crash = WorkerCrashedError(
                 f"the executor broke while running {chunk.describe()}", exitcode=None
             )
@@ -354,13 +355,14 @@ class FutureBackend(Backend):
         return Outcome.failed(chunk, chunk.start, exc)
 
     def _fail_holder(self, fatal: Failure) -> None:
-        """Report the chunk holding a fatal failure's item; its future may never finish."""
-        index = fatal[0]
+        """Report the chunk holding a fatal failure's item, or, for a failure at no item (the
+        workers cannot start: index -1), every chunk out; their futures may never finish."""
+        index, error = fatal
         for future, chunk in list(self._pending.items()):
-            if index in chunk:
+            if index in chunk or index < 0:
                 del self._pending[future]
                 future.cancel()
-                self._failed.append(Outcome(chunk, [], fatal))
+                self._failed.append(Outcome(chunk, [], (max(index, chunk.start), error)))
 
     def stop(self, *, abort: bool) -> None:
         # The engine first: ProcessPoolExecutor, broken after we cancelled a future, fails on

@@ -128,12 +128,16 @@ class ProcessBackend(Backend):
         self._backlog: deque[_Job] = deque()
         self._ready: list[Outcome] = []
         self._respawns = 0
+        #: Why workers cannot run this call (they die starting, or one after another): every
+        #: chunk fails with it, and no worker is started again until the next call.
+        self._broken: WorkerCrashedError | None = None
 
     # -- the contract ----------------------------------------------------------------------------
 
     def start(self, call: Call) -> None:
         self._call = call
         self._respawns = 0
+        self._broken = None
         self._function = function_message(call.fn_bytes, call.star, call.timeout)
         try:
             if not self._pool:
@@ -152,6 +156,9 @@ class ProcessBackend(Backend):
             raise
 
     def submit(self, chunk: Chunk) -> None:
+        if self._broken is not None:
+            self._ready.append(Outcome.failed(chunk, chunk.start, self._broken))
+            return
         buffers: list[pickle.PickleBuffer] = []
         try:
             payload = chunk.payload(buffers)
@@ -246,8 +253,8 @@ class ProcessBackend(Backend):
             self._send(worker, job.message, job.buffers)
 
     def _receive(self, worker: _Worker) -> None:
-        if worker not in self._pool:
-            return
+        if worker not in self._pool or self._broken is not None:
+            return  # a chunk of a broken call has been reported failed already
         try:
             outcome = self._read_reply(worker)
         except (EOFError, OSError):
@@ -262,7 +269,7 @@ class ProcessBackend(Backend):
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: report the chunk it ran, requeue the ones it had not started."""
-        if worker not in self._pool:
+        if worker not in self._pool or self._broken is not None:
             return
         while worker.held and self._drain(worker):
             pass
@@ -270,9 +277,11 @@ class ProcessBackend(Backend):
         assert self._board is not None
         view = self._board.view(worker.slot)
         if view.index == STARTING and self._call is not None:
-            raise startup_crash(pid, exitcode, self._ctx.get_start_method())
+            self._give_up(startup_crash(pid, exitcode, self._ctx.get_start_method()))
+            return
         if view.index == INITIALIZING and self._call is not None:
-            raise initializer_crash(self._call, view, exitcode)
+            self._give_up(initializer_crash(self._call, view, exitcode))
+            return
         if worker.held:
             chunk = worker.held.popleft().chunk
             self._ready.append(Outcome(chunk, [], crash_failure(chunk, view, exitcode, pid)))
@@ -296,11 +305,22 @@ class ProcessBackend(Backend):
         exitcode = reap(worker.proc)
         self._respawns += 1
         if self._respawns > 2 * self.workers + 2:
-            raise WorkerCrashedError("worker after worker", exitcode=exitcode)
+            self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
+            return
         fresh = self._spawn(worker.slot)
         self._pool[self._pool.index(worker)] = fresh
         if self._call is not None:
             self._send(fresh, self._function)
+
+    def _give_up(self, error: WorkerCrashedError) -> None:
+        """Workers cannot run this call: report every chunk out as failed with ``error`` (the
+        lowest-index rule above the line picks the one the loop reached first). Busy workers
+        are stopped with the call; none is started again."""
+        self._broken = error
+        jobs = [job for worker in self._pool for job in worker.held] + list(self._backlog)
+        self._backlog.clear()
+        for job in jobs:
+            self._ready.append(Outcome.failed(job.chunk, job.chunk.start, error))
 
     # -- timeouts --------------------------------------------------------------------------------
 
@@ -311,6 +331,8 @@ class ProcessBackend(Backend):
 
     def _check_overruns(self) -> None:
         if self._call is None or self._call.timeout is None or self._board is None:
+            return
+        if self._broken is not None:
             return
         timeout = self._call.timeout
         for view in overdue(self._board, timeout):

@@ -153,7 +153,7 @@ class WatchedPool(FutureBackend):
         died_initializing = [d for d in died_initializing if d[1]]
         if died_initializing and self._call is not None:
             view, _, exitcode = max(died_initializing, key=lambda d: d[2] is not None)
-            raise initializer_crash(self._call, view, exitcode)
+            return -1, initializer_crash(self._call, view, exitcode)
         for view in self._board:
             chunk = pending.get(view.chunk)
             if not view.pid or chunk is None:
@@ -173,7 +173,7 @@ class WatchedPool(FutureBackend):
             return crash_failure(chunk, view, exitcode, view.pid)
         starting = self._died_starting()
         if starting is not None:
-            raise starting
+            return -1, starting
         assert self._call is not None
         timeout = self._call.timeout
         if timeout is not None:

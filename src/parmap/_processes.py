@@ -32,6 +32,7 @@ from ._errors import (
     WorkerCrashedError,
     note_item,
 )
+from ._forked import ours
 from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
 
@@ -109,6 +110,7 @@ class Family:
 
     def start(self, index: int, proc: BaseProcess) -> None:
         proc.start()
+        ours(proc)
         self.procs[index] = proc
 
     def kill(self, index: int) -> None:

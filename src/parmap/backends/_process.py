@@ -40,6 +40,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .. import _forked
 from .._board import INITIALIZING, Board
 from .._errors import TaskPicklingError, WorkerCrashedError
 from .._worker import (
@@ -203,6 +204,7 @@ class ProcessBackend(Backend):
             name=f"parmap-worker-{slot}",
         )
         proc.start()
+        _forked.ours(proc)
         theirs.close()
         return _Worker(proc, ours, slot)
 

@@ -1,0 +1,115 @@
+"""The end of a program, or of a forked copy of it: no error, no process left behind.
+
+Each scenario runs as a program in a child interpreter (tests/scripts/at_exit.py), under time
+limits; the pids of its workers are checked afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .helpers import Lines, wait_gone
+
+SCRIPT = Path(__file__).parent / "scripts" / "at_exit.py"
+#: "Promptly": the most seconds from the end of the main thread to the end of the process.
+BOUND = 2.0
+#: The most seconds a program may take to reach the point a test waits for.
+REACH = 30.0
+
+
+@dataclass
+class Ending:
+    """How a program ended."""
+
+    returncode: int
+    #: Seconds from the line ``end`` (the main thread ending) to the process ending.
+    seconds: float
+    stdout: list[str]
+    stderr: str
+    #: The worker processes it named: its children as it ended, and those that started items.
+    workers: set[int] = field(default_factory=set)
+
+    def said(self, word: str) -> list[str]:
+        """The words after ``word`` on the lines that start with it."""
+        return [line.split()[1:] for line in self.stdout if line.split()[:1] == [word]][-1]
+
+
+def run_to_end(scenario: str, backend: str, start_method: str, *, busy: int = 0) -> Ending:
+    """Run a scenario; with ``busy``, let its main thread go on once that many items started."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), scenario, backend, start_method],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None
+    stdout: list[str] = []
+    stderr = b""
+    workers: set[int] = set()
+    try:
+        lines = Lines(proc)
+        started = 0
+        while not stdout or stdout[-1] != "end":
+            stdout.append(lines.next(REACH))
+            words = stdout[-1].split()
+            if words[:1] == ["started"]:
+                workers.add(int(words[1]))
+                started += 1
+                if started == busy:
+                    proc.stdin.write(b"go\n")
+                    proc.stdin.flush()
+            elif words[:1] == ["workers"]:
+                workers.update(map(int, words[1:]))
+        ended = time.monotonic()
+        try:
+            returncode = proc.wait(timeout=BOUND * 5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{scenario}: the program did not exit; its output: {stdout}")
+        seconds = time.monotonic() - ended
+        for pid in workers:
+            assert wait_gone(pid, BOUND), f"{scenario}: worker {pid} outlived the program"
+    finally:
+        with suppress(ProcessLookupError):  # its session: whatever a failed check left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        rest, stderr = proc.communicate(timeout=REACH)
+    stdout += (lines.buffer + rest).decode().splitlines()
+    return Ending(returncode, seconds, stdout, stderr.decode(), workers)
+
+
+def assert_clean(ending: Ending) -> None:
+    assert ending.stderr == "", ending.stderr
+    assert ending.returncode == 0
+    assert ending.seconds < BOUND, f"exited {ending.seconds:.1f}s after the main thread ended"
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize("scenario", ["fork-idle", "fork-idle-maps"])
+def test_a_forked_child_of_a_caller_with_warm_workers(scenario: str, start_method: str) -> None:
+    """The issue's case 16: the child printed 'AssertionError: can only join a child process'."""
+    ending = run_to_end(scenario, "process", start_method)
+    assert_clean(ending)
+    assert ending.said("child") == ["0"]
+    assert ending.said("parent-workers-survived") == ["True"]
+    if scenario == "fork-idle-maps":
+        assert ending.said("child-result") == ["3", "2", "1"]
+    first, second = (set(line.split()[1:]) for line in ending.stdout if line.startswith("result"))
+    assert first == second  # the same warm workers, untouched by the child
+
+
+@pytest.mark.parametrize("backend", ["pool"])
+def test_a_forked_child_of_a_caller_mid_call(backend: str) -> None:
+    """The child of a caller running a "pool" call sent its parent's workers SIGTERM at exit."""
+    ending = run_to_end("fork-running", backend, "fork", busy=2)
+    assert_clean(ending)
+    assert ending.said("child") == ["0"]
+    assert ending.said("parent-workers-survived") == ["True"]

@@ -1,4 +1,4 @@
-"""The end of a program, or of a forked copy of it: no error, no process left behind.
+"""The end of a program: it exits promptly, with its own status, and leaves no process behind.
 
 Each scenario runs as a program in a child interpreter (tests/scripts/at_exit.py), under time
 limits; the pids of its workers are checked afterwards.
@@ -92,6 +92,52 @@ def assert_clean(ending: Ending) -> None:
     assert ending.seconds < BOUND, f"exited {ending.seconds:.1f}s after the main thread ended"
 
 
+# "default": no backend= (so "auto") or no start_method= (so the platform's).
+EVERY_START_METHOD = ["default", "fork", "spawn", "forkserver"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "start_method"),
+    [
+        *[("default", m) for m in EVERY_START_METHOD],
+        *[("process", m) for m in ("fork", "spawn", "forkserver")],
+        ("pool", "fork"),
+        ("pool", "spawn"),
+    ],
+)
+def test_a_half_read_imap_in_a_global_at_exit(backend: str, start_method: str) -> None:
+    """The issue's case 2: the program never exited (its running workers waited forever)."""
+    ending = run_to_end("imap-global", backend, start_method, busy=2)
+    assert_clean(ending)
+    assert ending.said("first") == ["0", "1"]
+    assert ending.workers
+
+
+@pytest.mark.parametrize(
+    ("backend", "start_method"),
+    [
+        ("default", "default"),
+        ("default", "spawn"),
+        *[("process", m) for m in ("fork", "spawn", "forkserver")],
+        ("pool", "fork"),
+    ],
+)
+def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> None:
+    """The issue's case 2: a daemon thread's map just stops, as a loop there would."""
+    ending = run_to_end("daemon-thread", backend, start_method, busy=2)
+    assert_clean(ending)
+    assert ending.workers
+
+
+@pytest.mark.parametrize("backend", ["default", "process", "pool"])
+def test_a_map_in_a_thread_that_outlives_the_main_thread(backend: str) -> None:
+    """The interpreter waits for a (non-daemon) thread, and its map ends as it would anyway."""
+    ending = run_to_end("thread-outlives-main", backend, "default")
+    assert ending.stderr == "", ending.stderr
+    assert ending.returncode == 0
+    assert ending.said("thread-result") == [str(sum(range(100)))]
+
+
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize("scenario", ["fork-idle", "fork-idle-maps"])
 def test_a_forked_child_of_a_caller_with_warm_workers(scenario: str, start_method: str) -> None:
@@ -106,7 +152,7 @@ def test_a_forked_child_of_a_caller_with_warm_workers(scenario: str, start_metho
     assert first == second  # the same warm workers, untouched by the child
 
 
-@pytest.mark.parametrize("backend", ["pool"])
+@pytest.mark.parametrize("backend", ["process", "pool"])
 def test_a_forked_child_of_a_caller_mid_call(backend: str) -> None:
     """The child of a caller running a "pool" call sent its parent's workers SIGTERM at exit."""
     ending = run_to_end("fork-running", backend, "fork", busy=2)

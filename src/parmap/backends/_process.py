@@ -168,6 +168,7 @@ class ProcessBackend(Backend):
         conns = {w.conn: w for w in self._pool if w.held}
         sentinels = {w.proc.sentinel: w for w in self._pool}
         ready = wait([*conns, *sentinels], timeout)  # timeout None: until something happens
+        AT_EXIT.abandon()  # the workers may have been killed at exit: not a crash to report
         for handle in ready:
             if handle in conns:
                 self._receive(conns[handle])
@@ -197,6 +198,8 @@ class ProcessBackend(Backend):
     # -- workers ---------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> _Worker:
+        AT_EXIT.abandon()
+        AT_EXIT.ensure()
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
@@ -204,8 +207,10 @@ class ProcessBackend(Backend):
             name=f"parmap-worker-{slot}",
         )
         proc.start()
+        LIVE.add(proc)
         _forked.ours(proc)
         theirs.close()
+        AT_EXIT.abandon(proc)  # started as the exit hook ran, perhaps after it looked
         return _Worker(proc, ours, slot)
 
     def _send(
@@ -249,6 +254,7 @@ class ProcessBackend(Backend):
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: report the chunk it ran, requeue the ones it had not started."""
+        AT_EXIT.abandon()
         if worker not in self._pool:
             return
         while worker.held and self._drain(worker):
@@ -281,7 +287,7 @@ class ProcessBackend(Backend):
         worker.conn.close()
         worker.proc.join()
         exitcode = worker.proc.exitcode
-        worker.proc.close()
+        _close(worker.proc)
         self._respawns += 1
         if self._respawns > 2 * self.workers + 2:
             raise WorkerCrashedError("worker after worker", exitcode=exitcode)
@@ -326,7 +332,17 @@ def stop_workers(pool: list[_Worker]) -> None:
             worker.proc.kill()
             worker.proc.join()
         worker.conn.close()
-        worker.proc.close()
+        _close(worker.proc)
+
+
+#: Every worker process this process started and has not closed yet, warm or in a call.
+LIVE: set[BaseProcess] = set()
+
+
+def _close(proc: BaseProcess) -> None:
+    """Release a joined worker's process object."""
+    LIVE.discard(proc)
+    proc.close()
 
 
 #: Workers are kept per start method, worker count and BLAS thread limit.
@@ -339,19 +355,14 @@ class WarmPools:
     """Idle workers kept between calls, one set per (start method, worker count).
 
     A call takes the set (so two threads never share one), and gives it back when it ends well;
-    a call that fails or is interrupted shuts its workers down instead. At exit every set is shut
-    down, by a multiprocessing finalizer registered in the process that keeps them: it runs
-    before multiprocessing joins the process's children, which would otherwise wait forever for
-    idle workers, in the main process and in multiprocessing's own children alike (those clear
-    the finalizers they inherit, hence the registration per process). In a child made by
-    ``os.fork`` the parent's sets are forgotten, never used.
+    a call that fails or is interrupted shuts its workers down instead. At exit every set is
+    shut down (see ``AtExit``). In a child made by ``os.fork`` the parent's sets are forgotten,
+    never used.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: dict[WarmKey, _Kept] = {}
-        self._finalizer: multiprocessing.util.Finalize | None = None
-        self._finalizer_pid = 0
 
     def take(self, key: WarmKey) -> _Kept | None:
         with self._lock:
@@ -359,15 +370,11 @@ class WarmPools:
 
     def give(self, key: WarmKey, kept: _Kept) -> None:
         with self._lock:
-            fresh = self._finalizer is None or self._finalizer_pid != os.getpid()
-            if fresh or not self._finalizer.still_active():  # type: ignore[union-attr]
-                finalize = multiprocessing.util.Finalize
-                self._finalizer = finalize(self, self.shutdown, exitpriority=50)
-                self._finalizer_pid = os.getpid()
-            if key not in self._idle:
+            # Read under the lock: a set given after the exit hook ran would never be stopped.
+            if not AT_EXIT.ran and key not in self._idle:
                 self._idle[key] = kept
                 return
-        stop_workers(kept[1])  # another call's set is already kept
+        stop_workers(kept[1])  # another call's set is already kept, or the interpreter exits
 
     def has(self, key: WarmKey) -> bool:
         return key in self._idle
@@ -388,4 +395,74 @@ class WarmPools:
 
 
 WARM = WarmPools()
-os.register_at_fork(after_in_child=WARM.forget)
+
+
+class AtExit:
+    """At interpreter exit, every worker ends before multiprocessing waits for it.
+
+    multiprocessing's exit handler runs its finalizers (highest priority first), then joins
+    every child process still running. The warm workers wait for a message, and so do the
+    workers of a call still open at exit: an ``imap`` half read and still referenced (a module
+    global), or a map running in a daemon thread as the main thread ends. Nothing would ever
+    come, and the interpreter would never exit.
+
+    So when this process starts its first worker, a finalizer is registered (per process: a
+    forked child's inherited one does not run there, and multiprocessing's own children clear
+    theirs). By the time it runs, every non-daemon thread has been joined: a call still open
+    is abandoned, as a loop in its place would be. The finalizer asks the warm workers to quit
+    (and waits for them) and kills every other worker; multiprocessing then reaps them. From
+    then on no worker starts outside the main thread: a daemon thread still mapping blocks in
+    ``abandon`` until the interpreter is gone (it would stop there anyway), silently, rather
+    than report the deaths of the workers it lost, or start new ones that nothing would stop.
+    """
+
+    def __init__(self) -> None:
+        self.ran = False
+        self._finalizer: multiprocessing.util.Finalize | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        """Register the finalizer in this process, if it is not yet."""
+        pid = os.getpid()
+        with self._lock:
+            if self._finalizer is None or self._pid != pid or not self._finalizer.still_active():
+                self._finalizer = multiprocessing.util.Finalize(None, self._run, exitpriority=50)
+                self._pid = pid
+
+    def _run(self) -> None:
+        self.ran = True
+        WARM.shutdown()
+        for proc in list(LIVE):
+            with contextlib.suppress(ValueError):  # closed since the copy: it was joined
+                proc.kill()
+
+    def abandon(self, *started: BaseProcess) -> None:
+        """In a thread still mapping once the exit hook ran: kill the workers it just ``started``
+        and block until the interpreter is gone.
+
+        Only a daemon thread can be running then (the main thread runs the hook; the rest were
+        joined before it), or the main thread itself in a later exit handler, which goes on.
+        """
+        if self.ran and threading.current_thread() is not threading.main_thread():
+            for proc in started:
+                proc.kill()
+            threading.Event().wait()
+
+    def forget(self) -> None:
+        """In a forked child: nothing to do at its exit until it starts workers of its own."""
+        self._lock = threading.Lock()
+        self.ran = False
+
+
+AT_EXIT = AtExit()
+
+
+def _forget_in_child() -> None:
+    """In a child made by ``os.fork``: the parent's workers are not ours (see ``_forked``)."""
+    LIVE.clear()
+    WARM.forget()
+    AT_EXIT.forget()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -35,7 +35,8 @@ class Ending:
     seconds: float
     stdout: list[str]
     stderr: str
-    #: The worker processes it named: its children as it ended, and those that started items.
+    #: The worker processes it named (its children as it or a thread ended, and those that
+    #: started items), checked to be gone after it ended.
     workers: set[int] = field(default_factory=set)
 
     def said(self, word: str) -> list[str]:
@@ -43,10 +44,13 @@ class Ending:
         return [line.split()[1:] for line in self.stdout if line.split()[:1] == [word]][-1]
 
 
-def run_to_end(scenario: str, backend: str, start_method: str, *, busy: int = 0) -> Ending:
+def run_to_end(
+    scenario: str, backend: str, start_method: str, *, busy: int = 0, item_seconds: float = 60
+) -> Ending:
     """Run a scenario; with ``busy``, let its main thread go on once that many items started."""
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), scenario, backend, start_method],
+        env={**os.environ, "AT_EXIT_ITEM_SECONDS": str(item_seconds)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -68,11 +72,11 @@ def run_to_end(scenario: str, backend: str, start_method: str, *, busy: int = 0)
                 if started == busy:
                     proc.stdin.write(b"go\n")
                     proc.stdin.flush()
-            elif words[:1] == ["workers"]:
+            elif words and words[0].endswith("workers"):
                 workers.update(map(int, words[1:]))
         ended = time.monotonic()
         try:
-            returncode = proc.wait(timeout=BOUND * 5)
+            returncode = proc.wait(timeout=BOUND * 5 + item_seconds % 60)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{scenario}: the program did not exit; its output: {stdout}")
         seconds = time.monotonic() - ended
@@ -86,10 +90,13 @@ def run_to_end(scenario: str, backend: str, start_method: str, *, busy: int = 0)
     return Ending(returncode, seconds, stdout, stderr.decode(), workers)
 
 
-def assert_clean(ending: Ending) -> None:
+def assert_clean(ending: Ending, slack: float = 0.0) -> None:
+    """No output on stderr, status 0, and the exit within ``BOUND`` (plus ``slack``) seconds."""
     assert ending.stderr == "", ending.stderr
     assert ending.returncode == 0
-    assert ending.seconds < BOUND, f"exited {ending.seconds:.1f}s after the main thread ended"
+    assert ending.seconds < BOUND + slack, (
+        f"exited {ending.seconds:.1f}s after the main thread ended"
+    )
 
 
 # "default": no backend= (so "auto") or no start_method= (so the platform's).
@@ -103,10 +110,13 @@ EVERY_START_METHOD = ["default", "fork", "spawn", "forkserver"]
         *[("process", m) for m in ("fork", "spawn", "forkserver")],
         ("pool", "fork"),
         ("pool", "spawn"),
+        ("futures", "fork"),
+        ("futures", "spawn"),
     ],
 )
 def test_a_half_read_imap_in_a_global_at_exit(backend: str, start_method: str) -> None:
-    """The issue's case 2: the program never exited (its running workers waited forever)."""
+    """The issue's case 2: the program never exited (its running workers waited forever);
+    with "futures" it waited for every item handed to the executor (here a minute each)."""
     ending = run_to_end("imap-global", backend, start_method, busy=2)
     assert_clean(ending)
     assert ending.said("first") == ["0", "1"]
@@ -120,6 +130,8 @@ def test_a_half_read_imap_in_a_global_at_exit(backend: str, start_method: str) -
         ("default", "spawn"),
         *[("process", m) for m in ("fork", "spawn", "forkserver")],
         ("pool", "fork"),
+        ("futures", "fork"),
+        ("futures", "spawn"),
     ],
 )
 def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> None:
@@ -133,9 +145,19 @@ def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> No
 def test_a_map_in_a_thread_that_outlives_the_main_thread(backend: str) -> None:
     """The interpreter waits for a (non-daemon) thread, and its map ends as it would anyway."""
     ending = run_to_end("thread-outlives-main", backend, "default")
-    assert ending.stderr == "", ending.stderr
-    assert ending.returncode == 0
+    assert_clean(ending)
     assert ending.said("thread-result") == [str(sum(range(100)))]
+
+
+def test_a_futures_map_in_a_thread_that_outlives_the_main_thread() -> None:
+    """ProcessPoolExecutor takes no work once the main thread has ended: a clear error (it was
+    "RuntimeError: cannot schedule new futures after shutdown"), and nothing left running."""
+    ending = run_to_end("thread-outlives-main", "futures", "default")
+    assert_clean(ending)
+    error = " ".join(ending.said("thread-error"))
+    assert "'futures' backend" in error
+    assert "once the main thread has ended" in error
+    assert ending.said("thread-workers") == []
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
@@ -152,7 +174,7 @@ def test_a_forked_child_of_a_caller_with_warm_workers(scenario: str, start_metho
     assert first == second  # the same warm workers, untouched by the child
 
 
-@pytest.mark.parametrize("backend", ["process", "pool"])
+@pytest.mark.parametrize("backend", ["process", "pool", "futures"])
 def test_a_forked_child_of_a_caller_mid_call(backend: str) -> None:
     """The child of a caller running a "pool" call sent its parent's workers SIGTERM at exit."""
     ending = run_to_end("fork-running", backend, "fork", busy=2)

@@ -2,10 +2,10 @@
 
 Usage: ``at_exit.py SCENARIO BACKEND START_METHOD`` (``default`` for either: the option is not
 passed). Items 0 and 1 take 50 ms (enough for ``"auto"`` to hand the rest to workers); every
-later item says which process started it (``started PID``), then takes a minute. Where the
-scenario waits for its workers to be busy, the main thread reads a line from stdin (the test
-writes it once it has seen them start). As the main thread ends, the program prints the pids of
-its child processes (``workers PID ...``), then ``end``.
+later item says which process started it (``started PID``), then takes a minute (or
+``$AT_EXIT_ITEM_SECONDS``). Where the scenario waits for its workers to be busy, the main thread
+reads a line from stdin (the test writes it once it has seen them start). As the main thread
+ends, the program prints the pids of its child processes (``workers PID ...``), then ``end``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import threading
 import time
 from typing import Any
 
-from parmap import imap, pmap
+from parmap import ParmapError, imap, pmap
+
+#: How long the items after the first two take (a thread cannot be stopped: the "thread" tests
+#: wait for the items running at exit).
+SECONDS = float(os.environ.get("AT_EXIT_ITEM_SECONDS", "60"))
 
 
 def work(x: int) -> int:
@@ -27,7 +31,7 @@ def work(x: int) -> int:
         time.sleep(0.05)
         return x
     os.write(1, f"started {os.getpid()}\n".encode())  # one write: lines cannot interleave
-    time.sleep(60)
+    time.sleep(SECONDS)
     return x
 
 
@@ -102,9 +106,15 @@ if __name__ == "__main__":
         threading.Thread(target=mapping, daemon=True).start()
         wait_for_go()
     elif scenario == "thread-outlives-main":
-        # The main thread ends first; the interpreter waits for this thread, whose map ends well.
+        # The main thread ends first; the interpreter waits for this thread and its map.
         def run() -> None:
-            say("thread-result", sum(pmap(short, range(100), workers=2, chunksize=1, **options)))
+            try:
+                say(
+                    "thread-result", sum(pmap(short, range(100), workers=2, chunksize=1, **options))
+                )
+            except ParmapError as error:
+                say("thread-error", error)
+            say("thread-workers", *workers())
 
         threading.Thread(target=run).start()
     elif scenario in ("fork-idle", "fork-idle-maps"):

@@ -123,6 +123,15 @@ def test_a_half_read_imap_in_a_global_at_exit(backend: str, start_method: str) -
     assert ending.workers
 
 
+def test_a_half_read_thread_imap_in_a_global_at_exit() -> None:
+    """A thread cannot be stopped: the items running at exit finish, the rest are dropped
+    (ThreadPoolExecutor's exit ran every chunk it had been given)."""
+    ending = run_to_end("imap-global", "thread", "default", busy=2, item_seconds=1)
+    assert_clean(ending, slack=1)
+    assert ending.said("first") == ["0", "1"]
+    assert sum(line.startswith("started") for line in ending.stdout) == 2
+
+
 @pytest.mark.parametrize(
     ("backend", "start_method"),
     [
@@ -132,6 +141,7 @@ def test_a_half_read_imap_in_a_global_at_exit(backend: str, start_method: str) -
         ("pool", "fork"),
         ("futures", "fork"),
         ("futures", "spawn"),
+        ("thread", "default"),
     ],
 )
 def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> None:
@@ -141,9 +151,10 @@ def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> No
     assert ending.workers
 
 
-@pytest.mark.parametrize("backend", ["default", "process", "pool"])
+@pytest.mark.parametrize("backend", ["default", "process", "pool", "thread"])
 def test_a_map_in_a_thread_that_outlives_the_main_thread(backend: str) -> None:
-    """The interpreter waits for a (non-daemon) thread, and its map ends as it would anyway."""
+    """The interpreter waits for a (non-daemon) thread, and its map ends as it would anyway
+    (with "thread" it raised RuntimeError: ThreadPoolExecutor refuses work at exit)."""
     ending = run_to_end("thread-outlives-main", backend, "default")
     assert_clean(ending)
     assert ending.said("thread-result") == [str(sum(range(100)))]

@@ -10,10 +10,10 @@ The hook here is registered after concurrent.futures' own, so it runs before it,
 every call in progress on a ``FutureBackend`` (``"futures"``, ``"pool"``, ``"thread"``, an
 executor you pass). A call driven by a thread the interpreter is about to wait for (alive and
 not a daemon) goes on. Any other is abandoned, as the loop in its place would be: its backend
-lets go of its engine (``FutureBackend.let_go``: ``"futures"`` kills its workers), and a
-daemon thread still driving it stops where it waits, silently (``park``), rather than report
-what it lost. The ``"process"`` backend does the same at ``atexit``, where multiprocessing
-waits for its children (see ``_process.AtExit``).
+lets go of its engine (``FutureBackend.let_go``: ``"futures"`` kills its workers, ``"thread"``
+drops the chunks not yet started), and a daemon thread still driving it stops where it waits,
+silently (``park``), rather than report what it lost. The ``"process"`` backend does the
+same at ``atexit``, where multiprocessing waits for its children (see ``_process.AtExit``).
 
 Once the main thread has ended, a ProcessPoolExecutor refuses work: a ``"futures"`` map in a
 thread that outlives it fails with a ``ParmapError`` that says so (``exiting``).

@@ -151,6 +151,23 @@ def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> No
     assert ending.workers
 
 
+@pytest.mark.parametrize(
+    ("call", "start_method"),
+    [
+        ("run_processes", "fork"),
+        ("run_processes", "spawn"),
+        ("queue_collect-queue", "fork"),
+        ("queue_collect-pipe", "forkserver"),
+        ("queue_collect-manager", "fork"),
+    ],
+)
+def test_children_started_in_a_daemon_thread_at_exit(call: str, start_method: str) -> None:
+    """The interpreter waited for ``run_processes``'s and ``queue_collect``'s children."""
+    ending = run_to_end("daemon-thread-children", call, start_method, busy=2)
+    assert_clean(ending)
+    assert ending.workers
+
+
 @pytest.mark.parametrize("backend", ["default", "process", "pool", "thread"])
 def test_a_map_in_a_thread_that_outlives_the_main_thread(backend: str) -> None:
     """The interpreter waits for a (non-daemon) thread, and its map ends as it would anyway

@@ -32,7 +32,7 @@ from ._errors import (
     WorkerCrashedError,
     note_item,
 )
-from ._forked import ours
+from ._exit import AT_EXIT
 from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
 
@@ -109,8 +109,9 @@ class Family:
     # -- processes -------------------------------------------------------------------------------
 
     def start(self, index: int, proc: BaseProcess) -> None:
+        AT_EXIT.abandon()
         proc.start()
-        ours(proc)
+        AT_EXIT.started(proc)
         self.procs[index] = proc
 
     def kill(self, index: int) -> None:
@@ -129,6 +130,7 @@ class Family:
 
     def exited(self, index: int, *, owes_reply: bool = True) -> None:
         """The child's process ended before its outcome arrived."""
+        AT_EXIT.abandon()  # killed at exit: not a death to report
         proc = self.procs[index]
         assert proc is not None
         proc.join()
@@ -180,6 +182,7 @@ class Family:
             if proc.exitcode is None:
                 proc.kill()
             proc.join()
+            AT_EXIT.ended(proc)
             proc.close()
 
 

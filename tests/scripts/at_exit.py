@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from parmap import ParmapError, imap, pmap
+from parmap import Channel, ParmapError, imap, pmap, queue_collect, run_processes
 
 #: How long the items after the first two take (a thread cannot be stopped: the "thread" tests
 #: wait for the items running at exit).
@@ -33,6 +33,10 @@ def work(x: int) -> int:
     os.write(1, f"started {os.getpid()}\n".encode())  # one write: lines cannot interleave
     time.sleep(SECONDS)
     return x
+
+
+def produce(x: int, channel: Channel[int]) -> None:
+    channel.put(work(x))
 
 
 def pid_of(_: object) -> int:
@@ -104,6 +108,18 @@ if __name__ == "__main__":
     elif scenario == "daemon-thread":
         mapping = functools.partial(pmap, work, range(1000), workers=2, chunksize=1, **options)
         threading.Thread(target=mapping, daemon=True).start()
+        wait_for_go()
+    elif scenario == "daemon-thread-children":
+        # BACKEND names the call: run_processes, or queue_collect-CHANNEL.
+        method = None if start_method == "default" else start_method
+        if backend == "run_processes":
+            call = functools.partial(run_processes, work, [(2,), (3,)], start_method=method)
+        else:
+            channel = backend.split("-")[1]
+            call = functools.partial(
+                queue_collect, produce, [(2,), (3,)], channel=channel, start_method=method
+            )
+        threading.Thread(target=call, daemon=True).start()
         wait_for_go()
     elif scenario == "thread-outlives-main":
         # The main thread ends first; the interpreter waits for this thread and its map.

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.util
 import os
 import pickle
 import threading
@@ -40,9 +39,9 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .. import _forked
 from .._board import INITIALIZING, Board
 from .._errors import TaskPicklingError, WorkerCrashedError
+from .._exit import AT_EXIT
 from .._worker import (
     TAG_QUIT,
     TAG_RELEASE,
@@ -199,7 +198,6 @@ class ProcessBackend(Backend):
 
     def _spawn(self, slot: int) -> _Worker:
         AT_EXIT.abandon()
-        AT_EXIT.ensure()
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
@@ -207,10 +205,8 @@ class ProcessBackend(Backend):
             name=f"parmap-worker-{slot}",
         )
         proc.start()
-        LIVE.add(proc)
-        _forked.ours(proc)
+        AT_EXIT.started(proc)
         theirs.close()
-        AT_EXIT.abandon(proc)  # started as the exit hook ran, perhaps after it looked
         return _Worker(proc, ours, slot)
 
     def _send(
@@ -335,13 +331,9 @@ def stop_workers(pool: list[_Worker]) -> None:
         _close(worker.proc)
 
 
-#: Every worker process this process started and has not closed yet, warm or in a call.
-LIVE: set[BaseProcess] = set()
-
-
 def _close(proc: BaseProcess) -> None:
     """Release a joined worker's process object."""
-    LIVE.discard(proc)
+    AT_EXIT.ended(proc)
     proc.close()
 
 
@@ -356,7 +348,7 @@ class WarmPools:
 
     A call takes the set (so two threads never share one), and gives it back when it ends well;
     a call that fails or is interrupted shuts its workers down instead. At exit every set is
-    shut down (see ``AtExit``). In a child made by ``os.fork`` the parent's sets are forgotten,
+    shut down (see ``_exit``). In a child made by ``os.fork`` the parent's sets are forgotten,
     never used.
     """
 
@@ -395,74 +387,5 @@ class WarmPools:
 
 
 WARM = WarmPools()
-
-
-class AtExit:
-    """At interpreter exit, every worker ends before multiprocessing waits for it.
-
-    multiprocessing's exit handler runs its finalizers (highest priority first), then joins
-    every child process still running. The warm workers wait for a message, and so do the
-    workers of a call still open at exit: an ``imap`` half read and still referenced (a module
-    global), or a map running in a daemon thread as the main thread ends. Nothing would ever
-    come, and the interpreter would never exit.
-
-    So when this process starts its first worker, a finalizer is registered (per process: a
-    forked child's inherited one does not run there, and multiprocessing's own children clear
-    theirs). By the time it runs, every non-daemon thread has been joined: a call still open
-    is abandoned, as a loop in its place would be. The finalizer asks the warm workers to quit
-    (and waits for them) and kills every other worker; multiprocessing then reaps them. From
-    then on no worker starts outside the main thread: a daemon thread still mapping blocks in
-    ``abandon`` until the interpreter is gone (it would stop there anyway), silently, rather
-    than report the deaths of the workers it lost, or start new ones that nothing would stop.
-    """
-
-    def __init__(self) -> None:
-        self.ran = False
-        self._finalizer: multiprocessing.util.Finalize | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-
-    def ensure(self) -> None:
-        """Register the finalizer in this process, if it is not yet."""
-        pid = os.getpid()
-        with self._lock:
-            if self._finalizer is None or self._pid != pid or not self._finalizer.still_active():
-                self._finalizer = multiprocessing.util.Finalize(None, self._run, exitpriority=50)
-                self._pid = pid
-
-    def _run(self) -> None:
-        self.ran = True
-        WARM.shutdown()
-        for proc in list(LIVE):
-            with contextlib.suppress(ValueError):  # closed since the copy: it was joined
-                proc.kill()
-
-    def abandon(self, *started: BaseProcess) -> None:
-        """In a thread still mapping once the exit hook ran: kill the workers it just ``started``
-        and block until the interpreter is gone.
-
-        Only a daemon thread can be running then (the main thread runs the hook; the rest were
-        joined before it), or the main thread itself in a later exit handler, which goes on.
-        """
-        if self.ran and threading.current_thread() is not threading.main_thread():
-            for proc in started:
-                proc.kill()
-            threading.Event().wait()
-
-    def forget(self) -> None:
-        """In a forked child: nothing to do at its exit until it starts workers of its own."""
-        self._lock = threading.Lock()
-        self.ran = False
-
-
-AT_EXIT = AtExit()
-
-
-def _forget_in_child() -> None:
-    """In a child made by ``os.fork``: the parent's workers are not ours (see ``_forked``)."""
-    LIVE.clear()
-    WARM.forget()
-    AT_EXIT.forget()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
+AT_EXIT.first(WARM.shutdown)  # asked to quit, and waited for, before the rest are killed
+os.register_at_fork(after_in_child=WARM.forget)

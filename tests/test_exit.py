@@ -45,12 +45,23 @@ class Ending:
 
 
 def run_to_end(
-    scenario: str, backend: str, start_method: str, *, busy: int = 0, item_seconds: float = 60
+    scenario: str,
+    backend: str,
+    start_method: str,
+    *,
+    busy: int = 0,
+    item_seconds: float = 60,
+    status: int = 0,
 ) -> Ending:
-    """Run a scenario; with ``busy``, let its main thread go on once that many items started."""
+    """Run a scenario; with ``busy``, let its main thread go on once that many items started;
+    the program ends with ``sys.exit(status)``."""
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), scenario, backend, start_method],
-        env={**os.environ, "AT_EXIT_ITEM_SECONDS": str(item_seconds)},
+        env={
+            **os.environ,
+            "AT_EXIT_ITEM_SECONDS": str(item_seconds),
+            "AT_EXIT_STATUS": str(status),
+        },
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -90,10 +101,11 @@ def run_to_end(
     return Ending(returncode, seconds, stdout, stderr.decode(), workers)
 
 
-def assert_clean(ending: Ending, slack: float = 0.0) -> None:
-    """No output on stderr, status 0, and the exit within ``BOUND`` (plus ``slack``) seconds."""
+def assert_clean(ending: Ending, slack: float = 0.0, status: int = 0) -> None:
+    """No output on stderr, the program's own status, and the exit within ``BOUND`` (plus
+    ``slack``) seconds."""
     assert ending.stderr == "", ending.stderr
-    assert ending.returncode == 0
+    assert ending.returncode == status
     assert ending.seconds < BOUND + slack, (
         f"exited {ending.seconds:.1f}s after the main thread ended"
     )
@@ -149,6 +161,12 @@ def test_a_map_in_a_daemon_thread_at_exit(backend: str, start_method: str) -> No
     ending = run_to_end("daemon-thread", backend, start_method, busy=2)
     assert_clean(ending)
     assert ending.workers
+
+
+@pytest.mark.parametrize("scenario", ["imap-global", "daemon-thread"])
+def test_the_exit_status_is_the_programs(scenario: str) -> None:
+    ending = run_to_end(scenario, "default", "default", busy=2, status=3)
+    assert_clean(ending, status=3)
 
 
 @pytest.mark.parametrize(

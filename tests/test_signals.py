@@ -80,7 +80,12 @@ def test_killed_caller_leaves_no_orphans(backend: str, start_method: str) -> Non
             assert wait_gone(pid, BOUND), f"worker {pid} outlived its killed caller"
 
 
-@pytest.mark.parametrize(("backend", "start_method"), ENGINES, ids=IDS)
+GIL_ENGINES = [*ENGINES, ("pool", "forkserver"), ("futures", "spawn")]
+
+
+@pytest.mark.parametrize(
+    ("backend", "start_method"), GIL_ENGINES, ids=["-".join(e) for e in GIL_ENGINES]
+)
 def test_killed_caller_leaves_no_orphans_while_tasks_hold_the_gil(
     backend: str, start_method: str
 ) -> None:

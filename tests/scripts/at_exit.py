@@ -67,6 +67,7 @@ def workers() -> list[int]:
 def end() -> None:
     say("workers", *workers())
     say("end")
+    sys.exit(int(os.environ.get("AT_EXIT_STATUS", "0")))  # the status the program ends with
 
 
 def none_die(pids: list[int], seconds: float) -> bool:

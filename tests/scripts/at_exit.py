@@ -17,6 +17,7 @@ import select
 import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 from parmap import Channel, ParmapError, imap, pmap, queue_collect, run_processes
@@ -84,6 +85,8 @@ def none_die(pids: list[int], seconds: float) -> bool:
 def fork_and_exit(child_maps: bool, options: dict[str, Any]) -> None:
     """Fork a child that leaves through the normal interpreter exit (atexit handlers run)."""
     before = workers()
+    # Python 3.12+ warns of a fork beside threads (the mid-call scenario's): done knowingly here.
+    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
     pid = os.fork()
     if pid == 0:
         if child_maps:

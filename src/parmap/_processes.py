@@ -39,6 +39,7 @@ from ._errors import (
     WorkerCrashedError,
     note_item,
 )
+from ._exit import AT_EXIT
 from ._serialize import dumps_items, dumps_task, loads
 from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
 from .backends._base import why_startup_failed
@@ -119,7 +120,9 @@ class Family:
     # -- processes -------------------------------------------------------------------------------
 
     def start(self, index: int, proc: BaseProcess) -> None:
+        AT_EXIT.abandon()
         proc.start()
+        AT_EXIT.started(proc)
         self.procs[index] = proc
 
     def kill(self, index: int) -> None:
@@ -138,6 +141,7 @@ class Family:
 
     def exited(self, index: int, *, owes_reply: bool = True) -> None:
         """The child's process ended before its outcome arrived."""
+        AT_EXIT.abandon()  # killed at exit: not a death to report
         proc = self.procs[index]
         assert proc is not None
         join_exit(proc)
@@ -192,6 +196,7 @@ class Family:
             if proc.exitcode is None:
                 proc.kill()
             reap(proc)
+            AT_EXIT.ended(proc)
 
 
 def prepare_children(

@@ -32,6 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from typing_extensions import TypeVarTuple, Unpack
 
 from ._errors import WorkerCrashedError
+from ._exit import AT_EXIT
 from ._processes import Family, child_reply, prepare_children
 from .backends._base import why_startup_failed
 
@@ -183,6 +184,9 @@ def _deliver(family: Family, items: list[list[Any]], index: int, last: bool, bod
 def _drain_queue(family: Family, shared: Any, items: list[list[Any]]) -> None:
     try:
         index, last, body = shared.get(timeout=family.wait_time(POLL))
+    except (EOFError, OSError):  # the manager's process is gone
+        AT_EXIT.abandon()  # stopped at exit, as the call was abandoned: not an error to report
+        raise
     except queue.Empty:
         for index in family.waiting():
             proc = family.procs[index]

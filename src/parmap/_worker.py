@@ -17,7 +17,8 @@ the progress board (two when ``timeout=`` is set): no lock, no message, no clock
 The function runs until the chunk ends or the first exception, as a ``for`` loop would.
 
 Every worker process also runs ``watch_caller``: if the caller dies (even by SIGKILL), the
-worker notices within a quarter of a second and exits instead of lingering as an orphan.
+worker notices within a quarter of a second and exits instead of lingering as an orphan; on
+Linux the kernel kills it as well (``die_with_parent``), even while a task holds the GIL.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from ._errors import (
     TaskUnpicklingError,
     note_item,
 )
+from ._forked import forget_fork_server
 from ._serialize import describe, dumps, dumps_items, loads
 
 __all__ = [
@@ -439,6 +441,45 @@ def watch_caller(caller: int) -> None:
     threading.Thread(target=watch, name="parmap-orphan-watch", daemon=True).start()
 
 
+#: prctl(2): the signal this process gets when its parent ends.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> bool:
+    """Have the kernel SIGKILL this process when its parent ends (Linux); True if it will.
+
+    The watcher thread of ``watch_caller`` needs the GIL to act, and a task running a long C
+    call that holds it (``sum(range(10**10))``) kept orphaned workers running for a minute
+    after their caller was killed. A signal from the kernel needs nothing from the process.
+
+    The parent is the caller (``fork``, ``spawn``) or the fork server (``forkserver``), which
+    exits when its caller does (see ``_forked.forget_fork_server``). The kernel sends the
+    signal when the parent's *thread* that started this process ends, not the parent process:
+    a caller mapping from a thread that then ends would lose its warm workers with it
+    (measured: killed at once, exit code -9), and an ``imap`` started in one thread may be read
+    in another after the first has ended. So it is asked for only where the parent's main
+    thread started this process, which ends with its process (``/proc`` says which thread it
+    was); workers started from other threads rely on the watcher alone.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as f:
+            if str(os.getpid()) not in f.read().split():
+                return False
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):  # no such file (no CONFIG_PROC_CHILDREN), no prctl
+        return False
+    if os.getppid() != parent:  # the parent ended before the kernel was asked
+        os._exit(1)
+    return True
+
+
 def _exists(pid: int) -> bool:  # pragma: no cover - kernels without pidfd
     try:
         os.kill(pid, 0)
@@ -490,12 +531,16 @@ def reset_signals() -> None:
 
 def become_worker(caller: int, threads: int | None = None) -> None:
     """Set up a worker process: a worker's signals (see ``reset_signals``: SIGINT ignored,
-    SIGTERM ends it, none of the caller's handlers); exit when the caller dies; at most
-    ``threads`` BLAS/OpenMP threads, so that workers x threads does not oversubscribe the cores
-    (a variable you set yourself is kept; libraries a forked worker inherited already started
-    are limited through threadpoolctl, when it is installed); and a random state of its own for
-    numpy, which, unlike ``random``, a forked child would otherwise share with its siblings."""
+    SIGTERM ends it, none of the caller's handlers); exit when the caller dies
+    (``watch_caller``; on Linux also ``die_with_parent``, which works while a task holds the
+    GIL); at most ``threads`` BLAS/OpenMP threads, so that workers x threads does not
+    oversubscribe the cores (a variable you set yourself is kept; libraries a forked worker
+    inherited already started are limited through threadpoolctl, when it is installed); and a
+    random state of its own for numpy, which, unlike ``random``, a forked child would
+    otherwise share with its siblings."""
     reset_signals()
+    forget_fork_server()  # else this worker keeps its parent, the fork server, running
+    die_with_parent()
     watch_caller(caller)
     if threads is not None:
         for variable in THREAD_VARIABLES:

@@ -11,7 +11,8 @@ import importlib
 import sys
 from typing import Literal, NamedTuple
 
-from .._errors import BackendUnavailableError
+from .._errors import BackendUnavailableError, ParmapError
+from . import _ending
 from ._base import Backend as Backend
 from ._base import Call as Call
 from ._base import Chunk as Chunk
@@ -69,6 +70,13 @@ def create(
         raise BackendUnavailableError(
             f"the {name!r} backend needs an optional dependency: "
             f"pip install 'parmap-typed[{extra}]' ({exc})"
+        ) from exc
+    except RuntimeError as exc:  # concurrent.futures.process, first imported at exit
+        if not _ending.exiting():
+            raise
+        raise ParmapError(
+            f"the {name!r} backend cannot start once the main thread has ended ({exc}); "
+            "backend='process' can"
         ) from exc
     cls = getattr(module, entry.cls)
     if hasattr(cls, "from_name"):  # a backend that finds its engine by itself

@@ -22,6 +22,7 @@ import multiprocessing.process
 import os
 import pickle
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -29,9 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .._board import IDLE, INITIALIZING, RECEIVING, Board, Cells, SlotView
-from .._errors import InitializerError, TaskPicklingError, TaskTimeoutError, WorkerCrashedError
+from .._errors import (
+    InitializerError,
+    ParmapError,
+    TaskPicklingError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+)
 from .._serialize import dumps_items, dumps_task
 from .._worker import Failure, decode, enter_local, execute, failure_from_local, leave_local
+from . import _ending
 
 __all__ = ["Backend", "Call", "Chunk", "FutureBackend", "Outcome"]
 
@@ -283,6 +291,10 @@ class FutureBackend(Backend):
         self._failed: list[Outcome] = []
         self._fatal: Failure | None = None
         self._call: Call | None = None
+        #: The thread that last started, fed or waited for the call (see ``_ending``).
+        self.driver: threading.Thread | None = None
+        #: Whether the call was abandoned as the main thread ended (see ``_ending``).
+        self.abandoned = False
 
     @abstractmethod
     def _submit(self, chunk: Chunk) -> cf.Future[Any]:
@@ -302,16 +314,31 @@ class FutureBackend(Backend):
     def _close(self, abort: bool) -> None:
         """Release the engine at the end of a call."""
 
+    def let_go(self) -> None:
+        """The main thread has ended and no thread the interpreter waits for drives this call:
+        release what would hold the exit up (from the main thread, while a daemon thread may
+        still be using the engine; see ``_ending``)."""
+
     def start(self, call: Call) -> None:
         self._call = call
         self._fatal = None
+        self.driver, self.abandoned = threading.current_thread(), False
+        _ending.opened(self)
 
     def submit(self, chunk: Chunk) -> None:
+        self.driver = threading.current_thread()
         try:
             future = self._submit(chunk)
         except TaskPicklingError as error:
             self._failed.append(Outcome.failed(chunk, error.index or chunk.start, error))
             return
+        except RuntimeError as exc:  # "cannot schedule new futures after interpreter shutdown"
+            if not _ending.exiting() or "shutdown" not in str(exc):
+                raise
+            raise ParmapError(
+                f"the {self.name!r} backend takes no new work once the main thread has ended "
+                f"({exc}); backend='process' does"
+            ) from exc
         self._pending[future] = chunk
         self._submitted()
 
@@ -319,10 +346,13 @@ class FutureBackend(Backend):
         """Called after each submission (an engine may start workers on demand)."""
 
     def wait(self) -> list[Outcome]:
+        self.driver = threading.current_thread()
         while not self._failed:
             if not self._pending:
                 raise RuntimeError("wait() with nothing submitted")  # pragma: no cover
             done, _ = cf.wait(self._pending, WATCH_INTERVAL, cf.FIRST_COMPLETED)
+            if self.abandoned:
+                _ending.park()  # its workers were let go: not a failure to report
             if self._fatal is None:
                 # Before any chunk leaves _pending: a broken engine's dead worker is found by
                 # the chunk it held.
@@ -372,3 +402,4 @@ class FutureBackend(Backend):
             future.cancel()
         self._pending.clear()
         self._failed.clear()
+        _ending.closed(self)

@@ -8,6 +8,7 @@ shut down (its processes killed and joined) rather than left broken.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
@@ -38,6 +39,12 @@ class FuturesBackend(WatchedPool):
     def _submit(self, chunk: Chunk) -> cf.Future[Any]:
         assert self._executor is not None
         return self._executor.submit(run_chunk, chunk.start, chunk.payload())
+
+    def let_go(self) -> None:
+        # The executor's exit hook would wait for every chunk it was given: end them now.
+        for proc in self._processes():
+            with contextlib.suppress(ValueError):  # closed meanwhile: already joined
+                proc.kill()
 
     def _close(self, abort: bool) -> None:
         executor, self._executor = self._executor, None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.util
 import os
 import pickle
 import threading
@@ -43,6 +42,7 @@ from typing import Any
 from .._board import INITIALIZING, STARTING, Board
 from .._children import join_exit, reap
 from .._errors import TaskPicklingError, WorkerCrashedError
+from .._exit import AT_EXIT
 from .._worker import (
     TAG_QUIT,
     TAG_RELEASE,
@@ -182,6 +182,7 @@ class ProcessBackend(Backend):
         conns = {w.conn: w for w in self._pool if w.held}
         sentinels = {w.proc.sentinel: w for w in self._pool}
         ready = wait([*conns, *sentinels], timeout)  # timeout None: until something happens
+        AT_EXIT.abandon()  # the workers may have been killed at exit: not a crash to report
         for handle in ready:
             if handle in conns:
                 self._receive(conns[handle])
@@ -213,6 +214,7 @@ class ProcessBackend(Backend):
     def _spawn(self, slot: int) -> _Worker:
         assert self._board is not None
         self._board.starting(slot)  # until the worker claims the slot, when it is set up
+        AT_EXIT.abandon()
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
@@ -226,6 +228,7 @@ class ProcessBackend(Backend):
             raise
         finally:
             theirs.close()
+        AT_EXIT.started(proc)
         return _Worker(proc, ours, slot)
 
     def _send(
@@ -269,6 +272,7 @@ class ProcessBackend(Backend):
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: report the chunk it ran, requeue the ones it had not started."""
+        AT_EXIT.abandon()
         if worker not in self._pool or self._broken is not None:
             return
         while worker.held and self._drain(worker):
@@ -302,7 +306,7 @@ class ProcessBackend(Backend):
         self._backlog.extendleft(reversed(worker.held))
         worker.held.clear()
         worker.conn.close()
-        exitcode = reap(worker.proc)
+        exitcode = _close(worker.proc)
         self._respawns += 1
         if self._respawns > 2 * self.workers + 2:
             self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
@@ -357,8 +361,15 @@ def stop_workers(pool: list[_Worker]) -> None:
     for worker in pool:
         if join_exit(worker.proc, max(0.0, deadline - time.monotonic())) is None:
             worker.proc.kill()
-        reap(worker.proc)
+        _close(worker.proc)
         worker.conn.close()
+
+
+def _close(proc: BaseProcess) -> int | None:
+    """Wait for a worker to end, release its process object, forget it at exit; its code."""
+    code = reap(proc)
+    AT_EXIT.ended(proc)
+    return code
 
 
 #: Workers are kept per start method, worker count and BLAS thread limit.
@@ -371,19 +382,14 @@ class WarmPools:
     """Idle workers kept between calls, one set per (start method, worker count).
 
     A call takes the set (so two threads never share one), and gives it back when it ends well;
-    a call that fails or is interrupted shuts its workers down instead. At exit every set is shut
-    down, by a multiprocessing finalizer registered in the process that keeps them: it runs
-    before multiprocessing joins the process's children, which would otherwise wait forever for
-    idle workers, in the main process and in multiprocessing's own children alike (those clear
-    the finalizers they inherit, hence the registration per process). In a child made by
-    ``os.fork`` the parent's sets are forgotten, never used.
+    a call that fails or is interrupted shuts its workers down instead. At exit every set is
+    shut down (see ``_exit``). In a child made by ``os.fork`` the parent's sets are forgotten,
+    never used.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: dict[WarmKey, _Kept] = {}
-        self._finalizer: multiprocessing.util.Finalize | None = None
-        self._finalizer_pid = 0
 
     def take(self, key: WarmKey) -> _Kept | None:
         with self._lock:
@@ -391,15 +397,11 @@ class WarmPools:
 
     def give(self, key: WarmKey, kept: _Kept) -> None:
         with self._lock:
-            fresh = self._finalizer is None or self._finalizer_pid != os.getpid()
-            if fresh or not self._finalizer.still_active():  # type: ignore[union-attr]
-                finalize = multiprocessing.util.Finalize
-                self._finalizer = finalize(self, self.shutdown, exitpriority=50)
-                self._finalizer_pid = os.getpid()
-            if key not in self._idle:
+            # Read under the lock: a set given after the exit hook ran would never be stopped.
+            if not AT_EXIT.ran and key not in self._idle:
                 self._idle[key] = kept
                 return
-        stop_workers(kept[1])  # another call's set is already kept
+        stop_workers(kept[1])  # another call's set is already kept, or the interpreter exits
 
     def has(self, key: WarmKey) -> bool:
         return key in self._idle
@@ -420,4 +422,5 @@ class WarmPools:
 
 
 WARM = WarmPools()
+AT_EXIT.first(WARM.shutdown)  # asked to quit, and waited for, before the rest are killed
 os.register_at_fork(after_in_child=WARM.forget)

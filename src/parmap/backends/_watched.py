@@ -24,6 +24,7 @@ from typing import Any
 
 from .._board import IDLE, INITIALIZING, Board
 from .._errors import WorkerCrashedError
+from .._forked import ours
 from .._worker import Failure
 from ._base import (
     Call,
@@ -98,8 +99,9 @@ class WatchedPool(FutureBackend):
     def _track(self) -> None:
         """Keep every worker process the engine has shown us (it forgets the dead ones)."""
         for proc in self._processes():
-            if proc.pid is not None:
-                self._procs.setdefault(proc.pid, proc)
+            if proc.pid is not None and proc.pid not in self._procs:
+                self._procs[proc.pid] = proc
+                ours(proc)
 
     def _exitcode(self, pid: int) -> tuple[bool, int | None]:
         """Whether worker ``pid`` is dead, and its exit code where known."""

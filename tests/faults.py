@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 
@@ -33,7 +34,17 @@ def crash(*_: object) -> None:
     segfault()
 
 
-ACTIONS = {"raise": raise_error, "sys.exit": exit_now, "os._exit": hard_exit, "segfault": crash}
+def block(*_: object) -> None:
+    threading.Event().wait()  # never returns: a database connect that hangs
+
+
+ACTIONS = {
+    "raise": raise_error,
+    "sys.exit": exit_now,
+    "os._exit": hard_exit,
+    "segfault": crash,
+    "block": block,
+}
 
 
 class FailsToPickle:

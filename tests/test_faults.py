@@ -333,3 +333,43 @@ def test_a_short_timeout_is_enforced_on_items_that_return_late(engine: dict[str,
             continue
         thread.join(BOUND)
         assert not thread.is_alive()
+
+
+TIMED_PHASE_ENGINES = [e for e in ISOLATED if e.default_method]
+
+
+@pytest.mark.parametrize(
+    ("what", "call", "message"),
+    [
+        (
+            "initializer",
+            {"fn": abs, "items": [-1, -2], "initializer": faults.block},
+            r"the initializer ran longer than timeout=1s",
+        ),
+        (
+            "unpickling",
+            {"fn": faults.identity, "items": [FailsToUnpickle("block")]},
+            r"unpickling the chunk at item 0 ran longer than timeout=1s",
+        ),
+        (
+            "pickling",
+            {"fn": faults.return_fails_to_pickle, "items": ["block"]},
+            r"pickling the results of the chunk at item 0 ran longer than timeout=1s",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " not in v else "",
+)
+@with_engines(TIMED_PHASE_ENGINES)
+def test_timeout_bounds_the_initializer_and_the_trip_of_an_item(
+    engine: dict[str, Any], what: str, call: dict[str, Any], message: str
+) -> None:
+    """No part of an item's trip through a worker runs unbounded under ``timeout=``: the
+    initializer, unpickling the item, pickling its result (each hung forever before)."""
+    options: dict[str, Any] = {"timeout": 1, "workers": 2, "chunksize": 1}
+    if "initializer" in call:
+        options["initializer"] = call["initializer"]
+    began = time.monotonic()
+    with pytest.raises(TaskTimeoutError, match=message):
+        pmap(call["fn"], call["items"], **options, **engine)
+    assert time.monotonic() - began < BOUND
+    assert pmap(abs, [-1, -2], timeout=5, **engine) == [1, 2]

@@ -7,8 +7,9 @@ an item; a ctypes store costs twice that), so the caller can say which item a de
 and which item has overrun ``timeout=`` without asking the worker anything. For the thread
 backend the same layout lives in a plain list.
 
-The index is a phase when negative: ``IDLE`` (between chunks or returning results),
-``RECEIVING`` (unpickling a chunk), ``INITIALIZING`` (running ``initializer=``) or ``STARTING``
+The index is a phase when negative: ``IDLE`` (between chunks), ``RECEIVING`` (unpickling a
+chunk), ``RETURNING`` (pickling its results, marked only with ``timeout=``), ``INITIALIZING``
+(running ``initializer=``) or ``STARTING``
 (written by the caller before it starts the worker's process, replaced when the worker claims
 the slot: a worker that dies meanwhile never ran anything of the call's).
 """
@@ -26,8 +27,10 @@ __all__ = [
     "INDEX",
     "INITIALIZING",
     "RECEIVING",
+    "RETURNING",
     "STARTED",
     "STARTING",
+    "TIMED_PHASES",
     "Board",
     "Cells",
     "SlotView",
@@ -37,6 +40,9 @@ IDLE = -1
 RECEIVING = -2
 INITIALIZING = -3
 STARTING = -4
+RETURNING = -5
+#: The phases a ``timeout=`` bounds as it bounds an item: each stamps its start.
+TIMED_PHASES = (RECEIVING, INITIALIZING, RETURNING)
 # Offsets of a slot's cells from its base.
 PID, CHUNK, INDEX, STARTED = range(4)
 _WIDTH = 4

@@ -40,7 +40,7 @@ from itertools import starmap
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, STARTED, Board, Cells
+from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, RETURNING, STARTED, Board, Cells
 from ._errors import (
     InitializerError,
     ParmapError,
@@ -229,6 +229,7 @@ def install(task_bytes: bytes, star: bool, timeout: float | None) -> None:
     if initializer is not None:
         board, base = _STATE.board, _STATE.base
         if board is not None:
+            board[base + STARTED] = time.monotonic_ns()  # timeout= bounds the initializer too
             board[base + INDEX] = INITIALIZING
         try:
             _STATE.worker_state = initializer(*initargs)
@@ -304,6 +305,8 @@ def run_chunk(
         return dumps(("error", start, (phase, what), [], tb))
     if board is not None:
         board[base + CHUNK] = start
+        if _STATE.timeout is not None:  # the stamp first: never RECEIVING with an old one
+            board[base + STARTED] = time.monotonic_ns()
         board[base + INDEX] = RECEIVING
     try:
         items = loads(payload, buffers)
@@ -320,9 +323,27 @@ def run_items(
     assert _STATE.fn is not None
     began = time.perf_counter()
     results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timeout)
+    if board is None or _STATE.timeout is None:
+        return _reply(start, results, exc, time.perf_counter() - began, out)
+    board[base + STARTED] = time.monotonic_ns()  # pickling results is bounded as an item is
+    board[base + INDEX] = RETURNING
+    try:
+        return _reply(start, results, exc, time.perf_counter() - began, out)
+    finally:
+        board[base + INDEX] = IDLE
+
+
+def _reply(
+    start: int,
+    results: list[Any],
+    exc: BaseException | None,
+    seconds: float,
+    out: list[pickle.PickleBuffer] | None,
+) -> bytes:
+    """The pickled reply for a chunk's results and the exception that stopped them, if any."""
     if exc is None:
         try:
-            return dumps(("ok", results, time.perf_counter() - began), out)
+            return dumps(("ok", results, seconds), out)
         except (Exception, SystemExit):
             if out is not None:
                 out.clear()

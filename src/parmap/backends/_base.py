@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .._board import IDLE, INITIALIZING, RECEIVING, Board, Cells, SlotView
+from .._board import IDLE, INITIALIZING, RECEIVING, RETURNING, TIMED_PHASES, Board, Cells, SlotView
 from .._errors import (
     InitializerError,
     ParmapError,
@@ -208,7 +208,7 @@ def crash_failure(
             where += f" (of {chunk.describe()})"
     elif view is not None and view.index == RECEIVING:
         where = f"while unpickling {chunk.describe()}"
-    elif view is not None and view.index == IDLE:
+    elif view is not None and view.index in (IDLE, RETURNING):
         where = f"while returning the results of {chunk.describe()}"
     elif view is not None and view.index == INITIALIZING:
         where = "while running the initializer"
@@ -268,16 +268,34 @@ def why_startup_failed(exitcode: int | None, start_method: str) -> str:
 
 
 def overdue(board: Board, timeout: float) -> list[SlotView]:
-    """Slots whose current item started more than ``timeout`` seconds ago, lowest item first
-    (the one the loop would have reached first)."""
+    """Slots whose current item, or timed phase (the initializer, unpickling a chunk, pickling
+    its results), started more than ``timeout`` seconds ago, the loop's first first."""
     now = time.monotonic()
-    late = [v for v in board if v.index >= 0 and v.pid and now - v.started > timeout]
-    return sorted(late, key=lambda v: v.index)
+    late = [
+        v
+        for v in board
+        if (v.index >= 0 or v.index in TIMED_PHASES) and v.pid and now - v.started > timeout
+    ]
+    return sorted(late, key=_position)
+
+
+def _position(view: SlotView) -> int:
+    """The item an overrun counts against: its own, or its chunk's first (-1: none yet)."""
+    if view.index >= 0:
+        return view.index
+    return -1 if view.index == INITIALIZING else view.chunk
 
 
 def timeout_failure(view: SlotView, timeout: float) -> Failure:
-    error = TaskTimeoutError(f"item {view.index}", timeout=timeout, index=view.index)
-    return view.index, error
+    """An overrun of an item or of a timed phase, at the item it counts against."""
+    index = _position(view)
+    what = {
+        INITIALIZING: "the initializer",
+        RECEIVING: f"unpickling the chunk at item {view.chunk}",
+        RETURNING: f"pickling the results of the chunk at item {view.chunk}",
+    }.get(view.index, f"item {view.index}")
+    error = TaskTimeoutError(what, timeout=timeout, index=index if index >= 0 else None)
+    return index, error
 
 
 class FutureBackend(Backend):

@@ -341,11 +341,15 @@ class ProcessBackend(Backend):
         timeout = self._call.timeout
         for view in overdue(self._board, timeout):
             worker = self._pool[view.slot]
-            if not worker.held or view.index not in worker.held[0].chunk:
+            if not worker.held:
                 continue
+            chunk = worker.held[0].chunk
+            index, error = timeout_failure(view, timeout)
+            if index >= 0 and index not in chunk:
+                continue  # a stale stamp: the worker has moved on
             worker.proc.kill()
-            chunk = worker.held.popleft().chunk
-            self._ready.append(Outcome(chunk, [], timeout_failure(view, timeout)))
+            worker.held.popleft()
+            self._ready.append(Outcome(chunk, [], (max(index, chunk.start), error)))
             self._replace(worker)
 
 

@@ -196,3 +196,23 @@ def test_a_function_known_costly_keeps_every_worker_busy_from_the_first_item() -
     # no chunk ran in the caller to measure it: every chunk was spread over the workers
     assert sizer.sizes
     assert all(spread for _, spread in sizer.sizes)
+
+
+def busy_ms(ms: float) -> float:
+    end = time.perf_counter() + ms / 1000  # the work: ``ms`` of CPU
+    while time.perf_counter() < end:
+        pass
+    return ms
+
+
+def test_a_cheap_first_item_does_not_keep_dear_ones_in_the_caller() -> None:
+    """The first item alone says each item pays for shipping, but not yet that the rest pays
+    for starting workers; auto looks again, one item at a time, and the dear ones go out."""
+    items = [1.0] + [20.0] * 11
+    p = plan(busy_ms, items)
+    p.sizer = Recording(2, len(items))
+    assert _collect(_drive(p, ordered=True, bounded=False)) == items
+    assert p.backend.decision == "process"
+    probe = [size for size, spread in p.sizer.sizes if not spread]
+    assert probe[0] == 1
+    assert sum(probe) < len(items)

@@ -5,14 +5,26 @@ Facts about distributed this follows (measured with 2026.8 on two cores): a task
 one task each, 0.03 s in chunks of 1000); each chunk is one opaque ``bytes`` object (a plain list
 costs ~20 us per element to schedule); ``pure=True``, the default, merges identical calls, so
 every submit says ``pure=False``; the scheduler unpickles what it is given, so the function
-travels as cloudpickled bytes, scattered to the workers once per call; a worker that dies
-mid-task is retried by Dask and ends in ``KilledWorker``, reported as ``WorkerCrashedError`` with
-the Dask error as its cause. On an error or an early close the outstanding tasks are cancelled.
-A client passed in is never closed by parmap; a client parmap opened (from ``address=``) is.
+travels as cloudpickled bytes.
+
+The function is a task of its own (``bytes(fn_bytes)``, the bytes held by the scheduler in the
+task's spec) that every chunk depends on, so each worker fetches it once per call. It used to be
+scattered (``broadcast=True``), but scattered data lives only on workers: once the workers
+holding it had died (a chunk that kills its worker is retried on the next one, three times under
+the default ``allowed-failures``), the scheduler forgot it and every chunk depending on it, and
+the map raised ``FutureCancelledError: ... already forgotten`` (3 runs out of 3 on a 2-worker
+LocalCluster) instead of a crash. A task's result is recomputed instead, on whichever worker is
+left or comes back. A worker that dies mid-task is retried by Dask and ends in ``KilledWorker``,
+reported as ``WorkerCrashedError`` naming the chunk, with the Dask error as its cause; a task Dask
+cancels without being asked (it lost something the task needed, the cluster restarted) is
+reported the same way rather than as Dask's ``CancelledError``. On an error or an early close
+the outstanding tasks are cancelled. A client passed in is never closed by parmap; a client
+parmap opened (from ``address=``) is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import importlib
 import uuid
@@ -81,8 +93,12 @@ class DaskBackend(FutureBackend):
             self._owned = True
         self.workers = self._count(self._client)
         self._key = uuid.uuid4().hex
-        # The function reaches each worker once per call, not once per chunk.
-        self._fn = self._client.scatter(call.fn_bytes, broadcast=True, hash=False)
+        # A task whose only input is the bytes themselves, held by the scheduler in the task's
+        # spec: a worker fetches its result once per call, and the scheduler recomputes it
+        # when the workers holding it have died (scattered data would be forgotten instead,
+        # and every chunk with it). bytes(b) is b; a builtin, so the scheduler, which
+        # unpickles the task, needs nothing new to import.
+        self._fn = self._client.submit(bytes, call.fn_bytes, key=f"parmap-fn-{self._key}")
 
     def _submit(self, chunk: Chunk) -> cf.Future[Any]:
         assert self._call is not None
@@ -107,15 +123,23 @@ class DaskBackend(FutureBackend):
     def _finish(self, chunk: Chunk, future: cf.Future[Any]) -> Outcome:
         exc = future.exception()
         self._remote.pop(future, None)
+        # WorkerCrashedError's message reads "<what> died with an unknown exit status".
         if exc is not None and type(exc).__name__ == "KilledWorker":
-            crash = WorkerCrashedError(
-                f"Dask workers kept dying while running {chunk.describe()} ({exc})",
-                exitcode=None,
-                index=chunk.start,
+            tries = int(getattr(exc, "allowed_failures", 0)) + 1  # Dask's retries, then this
+            what = (
+                f"each of the {tries} Dask workers that ran {chunk.describe()} in turn"
+                if tries > 1
+                else f"the Dask worker that ran {chunk.describe()}"
             )
-            crash.__cause__ = exc
-            return Outcome.failed(chunk, chunk.start, crash)
-        return super()._finish(chunk, future)
+        elif isinstance(exc, (cf.CancelledError, asyncio.CancelledError)):
+            # Not ours: we cancel only in _close, after the last wait. Dask dropped the task
+            # (it lost data the task needed, or the cluster was restarted).
+            what = f"Dask cancelled the task of {chunk.describe()} ({exc}); a worker it needed"
+        else:
+            return super()._finish(chunk, future)
+        crash = WorkerCrashedError(what, exitcode=None, index=chunk.start)
+        crash.__cause__ = exc
+        return Outcome.failed(chunk, chunk.start, crash)
 
     def _close(self, abort: bool) -> None:
         remote = list(self._remote.values())

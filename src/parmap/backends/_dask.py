@@ -27,14 +27,40 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import importlib
+import threading
 import uuid
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .._errors import BackendUnavailableError, WorkerCrashedError
-from .._worker import run_chunk_with
+from .._worker import Failure, run_chunk_with
 from ._base import Call, Chunk, FutureBackend, Outcome
 
 __all__ = ["DaskBackend"]
+
+
+@dataclass(eq=False)
+class _Task:
+    """A chunk's Dask future, the local one the dispatch loop waits on, and the gather of its
+    result (on the client's event loop) while one is under way."""
+
+    remote: Any
+    local: cf.Future[Any]
+    fetch: cf.Future[Any] | None = None
+
+
+def _settle(
+    local: cf.Future[Any], *, result: Any = None, exception: BaseException | None = None
+) -> None:
+    """Complete ``local`` unless it is already done (cancelled when the call stopped)."""
+    try:
+        if exception is not None:
+            local.set_exception(exception)
+        else:
+            local.set_result(result)
+    except cf.InvalidStateError:
+        pass
 
 
 def _distributed() -> Any:
@@ -63,7 +89,8 @@ class DaskBackend(FutureBackend):
         self._address = address
         self._client: Any = client
         self._owned = False
-        self._remote: dict[cf.Future[Any], Any] = {}
+        self._tasks: dict[cf.Future[Any], _Task] = {}
+        self._lock = threading.RLock()  # _fetched may run inside _landed
         self._fn: Any = None
         self._key = ""
         self.timeouts = False  # Dask cannot kill the task of one item; refused at call time
@@ -108,21 +135,68 @@ class DaskBackend(FutureBackend):
         )  # fmt: skip
         local: cf.Future[Any] = cf.Future()
         local.set_running_or_notify_cancel()
-
-        def transfer(done: Any) -> None:
-            try:
-                local.set_result(done.result())
-            except BaseException as exc:  # the task's failure, or its cancellation
-                if not local.done():
-                    local.set_exception(exc)
-
-        remote.add_done_callback(transfer)
-        self._remote[local] = remote
+        task = _Task(remote, local)
+        self._tasks[local] = task
+        remote.add_done_callback(lambda _: self._landed(task))
         return local
+
+    def _landed(self, task: _Task) -> None:
+        """The task is done: start fetching its result, or pass on its error.
+
+        Runs in Dask's callback thread, which every future of the process shares, or in the
+        caller's (from ``_check``); the gather runs on the client's event loop, so that neither
+        thread waits on a worker. (Gathering here with ``result()`` held up every other
+        future's callback behind one slow gather: 3 maps out of about 40 whose item killed its
+        worker stalled 30 s, ``distributed.comm.timeouts.connect``; none out of about 100 since.)
+        """
+        with self._lock:
+            if task.local.done() or task.fetch is not None:
+                return
+            status = task.remote.status
+            if status == "finished":
+                gather = self._client.gather(task.remote, asynchronous=True)
+                task.fetch = asyncio.run_coroutine_threadsafe(
+                    gather, self._client.loop.asyncio_loop
+                )
+                task.fetch.add_done_callback(partial(self._fetched, task))
+                return
+        if status in ("error", "cancelled"):
+            try:
+                task.remote.result()  # raises what the client holds: no worker is asked
+            except BaseException as exc:  # the task's failure, or its cancellation
+                _settle(task.local, exception=exc)
+        # Otherwise ("lost") its result died with a worker before we asked for it, and Dask
+        # is computing it again; _check lands it once it is done.
+
+    def _fetched(self, task: _Task, fetch: cf.Future[Any]) -> None:
+        """A gather ended (on the client's event loop: must not block)."""
+        with self._lock:
+            if task.fetch is not fetch or fetch.cancelled():
+                return  # given up on by _check
+            exc = fetch.exception()
+            if exc is None:
+                _settle(task.local, result=fetch.result())
+            else:
+                _settle(task.local, exception=exc)
+
+    def _check(self, *, broken: bool = False) -> Failure | None:
+        """Every tenth of a second while the caller waits: land the tasks whose results were
+        lost with a worker once Dask has computed them again. A fetch under way when its result
+        was lost is abandoned (it may wait on the dead worker until Dask's connect timeout) and
+        a new one started; the abandoned one ends by itself and is ignored."""
+        for task in list(self._tasks.values()):
+            with self._lock:
+                if task.local.done():
+                    continue
+                if task.fetch is not None and task.remote.status != "finished":
+                    task.fetch = None  # lost: abandoned, its result unused
+            if task.fetch is None and task.remote.status in ("finished", "error", "cancelled"):
+                self._landed(task)
+        return None
 
     def _finish(self, chunk: Chunk, future: cf.Future[Any]) -> Outcome:
         exc = future.exception()
-        self._remote.pop(future, None)
+        self._tasks.pop(future, None)
         # WorkerCrashedError's message reads "<what> died with an unknown exit status".
         if exc is not None and type(exc).__name__ == "KilledWorker":
             tries = int(getattr(exc, "allowed_failures", 0)) + 1  # Dask's retries, then this
@@ -142,8 +216,8 @@ class DaskBackend(FutureBackend):
         return Outcome.failed(chunk, chunk.start, crash)
 
     def _close(self, abort: bool) -> None:
-        remote = list(self._remote.values())
-        self._remote.clear()
+        remote = [task.remote for task in self._tasks.values()]
+        self._tasks.clear()
         if remote:
             self._client.cancel(remote)
         self._fn = None

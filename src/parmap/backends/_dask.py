@@ -15,12 +15,12 @@ default config, an item that SIGKILLs its worker, which Dask retries on the next
   ones holding it had died, the scheduler forgot it and every chunk depending on it, and the map
   raised ``FutureCancelledError: ... already forgotten`` (3 runs out of 3), not a crash.
 * As a task of its own (``bytes(fn_bytes)``, the bytes held in the task's spec by the
-  scheduler), it is recomputed instead. But every chunk then depends on it, and Dask runs a task
-  only on workers that hold its dependencies: right after the function's task ran on one
-  worker, or was recomputed on one, the chunks queue there (20 items of 0.1 s, 10 runs:
-  1.05-1.20 s in 6, 1.31-2.07 s in 4, all 20 items on one worker in the slowest; scattered,
-  1.04-1.15 s), and a chunk that kills its worker takes the chunks queued with it along (the
-  crash named the right item in 11 runs out of 20).
+  scheduler), it is recomputed instead. But every chunk then depends on it, and Dask assigns a
+  task to a worker holding its dependencies (others get work by stealing): right after the
+  function's task ran on one worker, or was recomputed on one, the chunks queue there (20 items
+  of 0.1 s, 10 runs: 1.05-1.20 s in 6, 1.31-2.07 s in 4, all 20 items on one worker in the
+  slowest; scattered, 1.04-1.15 s), and a chunk that kills its worker takes the chunks queued
+  with it along (the crash named the right item in 11 runs out of 20).
 * Inline, in each chunk's task, there is nothing to lose and nothing to chase: chunks spread
   like independent tasks, and the crash named the right item in 20 runs out of 20 (19 out of 20
   with ``allowed-failures`` 0). It costs the bytes once per chunk: nothing measurable up to
@@ -233,7 +233,10 @@ class DaskBackend(FutureBackend):
         elif isinstance(exc, (cf.CancelledError, asyncio.CancelledError)):
             # Not ours: we cancel only in _close, after the last wait. Dask dropped the task
             # (it lost data the task needed, or the cluster was restarted).
-            what = f"Dask cancelled the task of {chunk.describe()} ({exc}); a worker it needed"
+            what = (
+                f"a Dask worker holding the task of {chunk.describe()} or data it needed "
+                f"(Dask cancelled the task: {exc})"
+            )
         else:
             return super()._finish(chunk, future)
         crash = WorkerCrashedError(what, exitcode=None, index=chunk.start)

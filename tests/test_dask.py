@@ -3,6 +3,7 @@ worker started from the command line and reached by address."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import os
 import shutil
@@ -10,7 +11,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ dask = pytest.importorskip("dask")
 import parmap  # noqa: E402
 from parmap import RemoteTraceback, WorkerCrashedError, imap, pmap  # noqa: E402
 from parmap.backends import DaskBackend  # noqa: E402
+from parmap.backends._dask import INLINE_LIMIT  # noqa: E402
 
 from .conftest import SESSION_FDS, SESSION_HELPERS, SESSION_THREADS, SessionHelper  # noqa: E402
 from .helpers import open_fds  # noqa: E402
@@ -29,21 +33,59 @@ from .helpers import open_fds  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 
 
+@contextmanager
+def _cluster() -> Iterator[Any]:
+    """A 2-worker LocalCluster (processes, nannies) and its client, under the Dask config in
+    force; its processes and connections are left to it by the leak guard while it lives."""
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        scheduler_port=0, dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+    )  # fmt: skip
+    with cluster, distributed.Client(cluster) as c:
+        # Dask starts some threads on first use and keeps them: start them now, before any
+        # test counts threads; its workers belong to the cluster, not to a test.
+        assert pmap(square, range(4), backend=DaskBackend(c)) == [0, 1, 4, 9]
+        helper = SessionHelper(lambda: _pids(c), lambda: _ports(c))
+        SESSION_HELPERS.append(helper)
+        try:
+            yield c
+        finally:
+            SESSION_HELPERS.remove(helper)
+
+
 @pytest.fixture(scope="session")
 def client() -> Iterator[Any]:
-    # A task that kills its worker fails at once rather than being retried three times.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-            scheduler_port=0, dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
-        )  # fmt: skip
-        with cluster, distributed.Client(cluster) as c:
-            # Dask starts some threads on first use and keeps them: start them now, before any
-            # test counts threads; its workers belong to the cluster, not to a test.
-            assert pmap(square, range(4), backend=DaskBackend(c)) == [0, 1, 4, 9]
-            SESSION_HELPERS.append(SessionHelper(lambda: _pids(c), lambda: _ports(c)))
-            yield c
-            SESSION_HELPERS.clear()
+    # A task that kills its worker fails at once rather than being retried three times. The
+    # scheduler reads the setting when it starts.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), _cluster() as c:
+        yield c
+
+
+def _allowed_failures(dask_scheduler: Any) -> int:
+    return int(dask_scheduler.allowed_failures)
+
+
+#: The killed-worker cases: the Dask config, and how big the function is (a function over
+#: INLINE_LIMIT pickled is a task of its own that every chunk depends on; see _dask.py).
+CRASH_CASES = [("default config", "inline"), ("default config", "as a task"),
+               ("allowed-failures 0", "inline")]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=CRASH_CASES, ids=" - ".join)
+def crash_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A client whose workers a test may kill, with the function size to use.
+
+    Under the default config each case gets a cluster of its own: LocalCluster closes a nanny
+    whose worker is missing ``distributed.deploy.lost-worker-timeout`` (15 s) after it was lost,
+    so a second round of kills on the same cluster could shrink it for good. With
+    ``allowed-failures`` 0 the session cluster serves (one round of kills on it per session).
+    """
+    config, size = request.param
+    if config == "allowed-failures 0":
+        yield request.getfixturevalue("client"), size
+        return
+    with _cluster() as c:  # Dask's own settings: allowed-failures 3 unless configured
+        yield c, size
 
 
 def _pids(client: Any) -> set[int]:
@@ -84,22 +126,77 @@ def test_the_remote_exception_keeps_type_and_traceback(client: Any) -> None:
     assert "in fail" in str(info.value.__cause__)
 
 
-def test_a_killed_worker_is_a_crash_and_the_cluster_heals(client: Any) -> None:
-    before, before_fds = set(threading.enumerate()), open_fds()
+def _killer(blob: bytes) -> Callable[[int], int]:
+    """A function whose item 3 SIGKILLs its worker, pickled with ``blob`` (by value)."""
 
     def die(x: int) -> int:
-        if x == 3:
+        if x == 3 and blob:
+            # A worker reports finished tasks every 2 ms: killed sooner, it takes the news of
+            # the chunk it just finished along, and Dask blames that chunk too (see _dask.py).
+            time.sleep(0.05)
             os.kill(os.getpid(), signal.SIGKILL)
-        return x
+        return x + len(blob) * 0
 
-    with pytest.raises(WorkerCrashedError, match="Dask worker") as info:
+    return die
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_worker_is_a_crash_and_the_cluster_heals(crash_client: tuple[Any, str]) -> None:
+    client, size = crash_client
+    before, before_fds = set(threading.enumerate()), open_fds()
+    tries = client.run_on_scheduler(_allowed_failures) + 1
+    blob = b"x" * (INLINE_LIMIT + 1 if size == "as a task" else 1)
+    die = _killer(blob)
+
+    with pytest.raises(WorkerCrashedError) as info:
         pmap(die, range(6), backend=DaskBackend(client), chunksize=1)
-    assert type(info.value.__cause__).__name__ == "KilledWorker"
+    error = info.value
+    assert type(error.__cause__).__name__ == "KilledWorker", repr(error.__cause__)
+    if size == "inline":
+        assert error.index == 3
+    else:
+        # Chunks queue on the worker holding the function's task, and Dask blames all those a
+        # dying worker held (the right one 9 runs out of 10): parmap names the lowest.
+        assert error.index is not None
+        assert error.index <= 3
+    workers = f"each of the {tries} Dask workers" if tries > 1 else "the Dask worker"
+    assert str(error).startswith(f"{workers} that ran item {error.index} ")
+
+    # The nannies restart the workers, and the same client maps again, with the same function.
     client.wait_for_workers(2, timeout=60)
     assert pmap(square, range(10), backend=DaskBackend(client)) == [x * x for x in range(10)]
+    items = [0, 1, 2, 4, 5]
+    assert pmap(die, items, backend=DaskBackend(client), chunksize=1) == items
     # The nanny that restarted the worker watches it with threads of its own: the cluster's.
     SESSION_THREADS.update(set(threading.enumerate()) - before)
     SESSION_FDS.update(open_fds() - before_fds)
+
+
+def test_a_task_dask_cancels_is_a_crash_not_a_dask_error(client: Any) -> None:
+    def slow(x: int) -> int:
+        time.sleep(0.3)
+        return x
+
+    def cancel_the_running_chunks() -> None:  # as Dask does when it loses what a task needs
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = [k for keys in client.processing().values() for k in keys
+                       if str(k).startswith("run_chunk_with")]  # fmt: skip
+            if running:
+                client.cancel([distributed.Future(k, client) for k in running])
+                return
+            time.sleep(0.01)
+
+    canceller = threading.Thread(target=cancel_the_running_chunks)
+    canceller.start()
+    try:
+        with pytest.raises(WorkerCrashedError, match="Dask cancelled the task") as info:
+            pmap(slow, range(4), backend=DaskBackend(client), chunksize=1)
+    finally:
+        canceller.join()
+    assert isinstance(info.value.__cause__, cf.CancelledError)
+    assert f"the task of item {info.value.index} " in str(info.value)
+    assert pmap(square, range(4), backend=DaskBackend(client)) == [0, 1, 4, 9]
 
 
 def test_the_generic_executor_path(client: Any) -> None:
@@ -138,11 +235,13 @@ def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     scheduler = subprocess.Popen([dask_cmd, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                   "--dashboard-address", "127.0.0.1:0", "--scheduler-file", file],
                                  **quiet)  # type: ignore[call-overload]  # fmt: skip
-    root = str(Path(__file__).parent.parent)  # functions of this module are pickled by name
+    # Functions of this module are pickled by name, and the worker runs this tree's parmap.
+    root = Path(__file__).parent.parent
+    path = os.pathsep.join([str(root / "src"), str(root)])
     worker = subprocess.Popen([dask_cmd, "worker", "--scheduler-file", file, "--nworkers", "1",
                                "--nthreads", "1", "--host", "127.0.0.1",
                                "--dashboard-address", "127.0.0.1:0"],
-                              env={**os.environ, "PYTHONPATH": root},
+                              env={**os.environ, "PYTHONPATH": path},
                               **quiet)  # type: ignore[call-overload]  # fmt: skip
     try:
         with distributed.Client(scheduler_file=file, timeout=60) as c:

@@ -172,7 +172,7 @@ class DaskBackend(FutureBackend):
         caller's (from ``_check``); the gather runs on the client's event loop, so that neither
         thread waits on a worker. (Gathering here with ``result()`` held up every other
         future's callback behind one slow gather: 3 maps out of about 40 whose item killed its
-        worker stalled 30 s, ``distributed.comm.timeouts.connect``; none out of about 100 since.)
+        worker stalled 30 s, ``distributed.comm.timeouts.connect``; none out of about 150 since.)
         """
         with self._lock:
             if task.local.done() or task.fetch is not None:

@@ -302,23 +302,22 @@ def client() -> Iterator[Any]:
     threads and descriptors it opened starting are the cluster's, not the test's that started
     it (a test of the ``engine`` fixture starts it after ``no_leaks`` counted)."""
     distributed = pytest.importorskip("distributed")
-    dask = pytest.importorskip("dask")
     threads, fds = set(threading.enumerate()), open_fds()
-    # A task that kills its worker fails at once rather than being retried three times.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-            scheduler_port=0, dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
-        )  # fmt: skip
-        with cluster, distributed.Client(cluster) as c:
-            # Dask starts some threads on first use and keeps them: start them now, before any
-            # test counts threads; its workers belong to the cluster, not to a test.
-            assert parmap.pmap(abs, range(-4, 0), backend=DaskBackend(c)) == [4, 3, 2, 1]
-            SESSION_THREADS.update(set(threading.enumerate()) - threads)
-            SESSION_FDS.update(open_fds() - fds)
-            SESSION_HELPERS.append(SessionHelper(lambda: _pids(c), lambda: _ports(c)))
-            yield c
-            SESSION_HELPERS.clear()
+    # Dask's default configuration: no test on this cluster kills its workers (those that do
+    # start clusters of their own, see test_dask.crash_client).
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        scheduler_port=0, dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+    )  # fmt: skip
+    with cluster, distributed.Client(cluster) as c:
+        # Dask starts some threads on first use and keeps them: start them now, before any
+        # test counts threads; its workers belong to the cluster, not to a test.
+        assert parmap.pmap(abs, range(-4, 0), backend=DaskBackend(c)) == [4, 3, 2, 1]
+        SESSION_THREADS.update(set(threading.enumerate()) - threads)
+        SESSION_FDS.update(open_fds() - fds)
+        SESSION_HELPERS.append(SessionHelper(lambda: _pids(c), lambda: _ports(c)))
+        yield c
+        SESSION_HELPERS.clear()
 
 
 def _pids(client: Any) -> set[int]:

@@ -115,21 +115,7 @@ def queue_collect(
             shared = manager.Queue()
         elif channel == "queue":
             shared = ctx.Queue()
-        for index, payload in enumerate(payloads):
-            if shared is not None:
-                end: Any = _QueueEnd(shared, index)
-            else:
-                ours, theirs = ctx.Pipe(duplex=False)
-                conns[ours] = index
-                end = _PipeEnd(theirs)
-            proc = ctx.Process(
-                target=_producer_child,
-                args=(end, os.getpid(), fn_bytes, index, payload),
-                name=f"parmap-producer-{index}",
-            )
-            family.start(index, proc)
-            if shared is None:
-                theirs.close()
+        _start_producers(ctx, family, fn_bytes, payloads, shared, conns)
         while not family.settled():
             if shared is not None:
                 _drain_queue(family, shared, items)
@@ -141,13 +127,46 @@ def queue_collect(
         return [item for produced in items for item in produced]
     finally:
         family.close()
-        for conn in conns:
-            conn.close()
-        if isinstance(shared, multiprocessing.queues.Queue):
-            shared.close()
-            shared.join_thread()
-        if manager is not None:
-            manager.shutdown()
+        _close_channels(conns, shared, manager)
+
+
+def _start_producers(
+    ctx: Any,
+    family: Family,
+    fn_bytes: bytes,
+    payloads: list[bytes],
+    shared: Any,
+    conns: dict[Connection, int],
+) -> None:
+    """Start a producer per payload, each with its end of the channel: the shared queue, or a
+    pipe of its own, whose reading end goes in ``conns`` as it is made (closed by the caller
+    on every exit)."""
+    for index, payload in enumerate(payloads):
+        theirs = None
+        if shared is not None:
+            end: Any = _QueueEnd(shared, index)
+        else:
+            ours, theirs = ctx.Pipe(duplex=False)
+            conns[ours] = index
+            end = _PipeEnd(theirs)
+        proc = ctx.Process(
+            target=_producer_child,
+            args=(end, os.getpid(), fn_bytes, index, payload),
+            name=f"parmap-producer-{index}",
+        )
+        family.start(index, proc)
+        if theirs is not None:
+            theirs.close()
+
+
+def _close_channels(conns: dict[Connection, int], shared: Any, manager: Any) -> None:
+    for conn in conns:
+        conn.close()
+    if isinstance(shared, multiprocessing.queues.Queue):
+        shared.close()
+        shared.join_thread()
+    if manager is not None:
+        manager.shutdown()
 
 
 def _start_manager(ctx: Any) -> multiprocessing.managers.SyncManager:

@@ -22,7 +22,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .._board import IDLE, INITIALIZING, Board
+from .._board import IDLE, INITIALIZING, Board, SlotView
 from .._errors import WorkerCrashedError
 from .._forked import ours
 from .._worker import Failure
@@ -136,46 +136,65 @@ class WatchedPool(FutureBackend):
         self._track()
 
     def _check(self, *, broken: bool = False) -> Failure | None:
+        """The first of: a worker that died in the initializer, one that died holding a
+        chunk, one that died starting (each a failure), or an overrun (its worker killed)."""
         self._track()
         if broken:
             # The engine is stopping its workers; once they are joined every exit code is known.
             deadline = time.monotonic() + BROKEN_JOIN
             for proc in self._procs.values():
                 proc.join(max(0.0, deadline - time.monotonic()))
-        pending = {chunk.start: chunk for chunk in self._pending.values()}
-        deaths = []
-        # A worker that died in the initializer: the engine would start another, forever.
-        # (Several may have by now, some reaped by the engine unseen: name one whose exit
-        # code is known.)
-        died_initializing = [
+        initializing = self._died_initializing()
+        if initializing is not None:
+            return -1, initializing
+        death = self._died_holding(broken)
+        if death is not None:
+            return death
+        starting = self._died_starting()
+        if starting is not None:
+            return -1, starting
+        return self._overrun()
+
+    def _died_initializing(self) -> WorkerCrashedError | None:
+        """A worker that died in the initializer: the engine would start another, forever.
+        (Several may have by now, some reaped by the engine unseen: name one whose exit code
+        is known.)"""
+        died = [
             (view, *self._exitcode(view.pid))
             for view in self._board
             if view.pid and view.index == INITIALIZING
         ]
-        died_initializing = [d for d in died_initializing if d[1]]
-        if died_initializing and self._call is not None:
-            view, _, exitcode = max(died_initializing, key=lambda d: d[2] is not None)
-            return -1, initializer_crash(self._call, view, exitcode)
+        died = [d for d in died if d[1]]
+        if not died or self._call is None:
+            return None
+        view, _, exitcode = max(died, key=lambda d: d[2] is not None)
+        return initializer_crash(self._call, view, exitcode)
+
+    def _died_holding(self, broken: bool) -> Failure | None:
+        """The failure for a worker that died holding a pending chunk, if one did."""
+        pending = {chunk.start: chunk for chunk in self._pending.values()}
+        deaths = []
         for view in self._board:
             chunk = pending.get(view.chunk)
             if not view.pid or chunk is None:
                 continue
             dead, exitcode = self._exitcode(view.pid)
-            if not dead:
+            if not dead or (view.index == IDLE and not broken and self._may_still_reply(view)):
                 continue
-            if view.index == IDLE and not broken:
-                # Died after finishing the chunk: its reply may still be on its way to us.
-                first = self._suspects.setdefault(view.pid, time.monotonic())
-                if time.monotonic() - first < REPLY_GRACE:
-                    continue
             deaths.append((exitcode == -signal.SIGTERM, view, chunk, exitcode))
-        if deaths:
-            # The engine may have killed the others (SIGTERM) on noticing the first death.
-            _, view, chunk, exitcode = min(deaths, key=lambda d: (d[0], d[1].chunk))
-            return crash_failure(chunk, view, exitcode, view.pid)
-        starting = self._died_starting()
-        if starting is not None:
-            return -1, starting
+        if not deaths:
+            return None
+        # The engine may have killed the others (SIGTERM) on noticing the first death.
+        _, view, chunk, exitcode = min(deaths, key=lambda d: (d[0], d[1].chunk))
+        return crash_failure(chunk, view, exitcode, view.pid)
+
+    def _may_still_reply(self, view: SlotView) -> bool:
+        """A worker that died after finishing its chunk: its reply may still be on its way."""
+        first = self._suspects.setdefault(view.pid, time.monotonic())
+        return time.monotonic() - first < REPLY_GRACE
+
+    def _overrun(self) -> Failure | None:
+        """An item (or timed phase) past ``timeout=``: its worker is killed."""
         assert self._call is not None
         timeout = self._call.timeout
         if timeout is not None:

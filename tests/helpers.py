@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,3 +177,22 @@ def run_script(
     left = session_leftovers(proc.pid, 5.0)
     assert not left, f"processes outlived the script: {left}\nstderr:\n{err.decode()}"
     return Finished(proc.returncode, out.decode(), err.decode(), seconds)
+
+
+@contextlib.contextmanager
+def busy_program(*argv: str) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """Run ``python argv...`` in a session of its own, a program whose two busy workers each
+    print ``started PID``; yield it and those pids. Its whole session is killed at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        lines = Lines(proc)
+        yield proc, [int(lines.next(30).split()[1]) for _ in range(2)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()

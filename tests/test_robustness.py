@@ -9,10 +9,9 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import parmap.backends._futures
 from parmap import BackendName, WorkerCrashedError, pmap, run_processes
 from parmap._worker import pool_initializer
 
-from .helpers import Lines, run_script, session_leftovers, wait_gone
+from .helpers import busy_program, run_script, session_leftovers, wait_gone
 
 SCRIPTS = Path(__file__).parent / "scripts"
 #: A script that hangs runs until this; one that works ends well within it.
@@ -67,20 +66,15 @@ def test_an_item_that_raises_beside_a_busy_worker_with_the_callers_sigterm_handl
 def busy_service(backend: str) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
     """A caller with a ``sys.exit(1)`` SIGTERM handler mapping slow items, and its two busy
     workers' pids; everything in its session is killed at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "service_map.py"), backend, "fork", "exit", "busy"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    script = str(SCRIPTS / "service_map.py")
+    pid = None
     try:
-        lines = Lines(proc)
-        yield proc, [int(lines.next(30).split()[1]) for _ in range(2)]
+        with busy_program(script, backend, "fork", "exit", "busy") as running:
+            pid = running[0].pid
+            yield running
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        session_leftovers(proc.pid, 0)
+        if pid is not None:  # once its session was killed, nothing of it may be left
+            session_leftovers(pid, 0)
 
 
 SIGNAL_CASES = [("SIGTERM", False), ("SIGTERM", True), ("SIGINT", True)]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import parmap
 from parmap import pmap
 
 from .conftest import ISOLATED, Engine, each_backend_and_method_once
-from .helpers import Lines, wait_gone
+from .helpers import busy_program, wait_gone
 
 SCRIPT = Path(__file__).parent / "scripts" / "busy_map.py"
 #: Every backend whose workers parmap starts, and every start method.
@@ -31,19 +30,8 @@ def busy_caller(
     backend: str, start_method: str, work: str = "sleep"
 ) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
     """A caller mapping slow items, and the pids of its two busy workers; killed at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), backend, start_method, work],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        lines = Lines(proc)
-        yield proc, [int(lines.next(30).split()[1]) for _ in range(2)]
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    with busy_program(str(SCRIPT), backend, start_method, work) as running:
+        yield running
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["caller-only", "process-group"])

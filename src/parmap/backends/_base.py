@@ -133,22 +133,11 @@ class Outcome:
 
 def _run_chunk_here(call: Call, chunk: Chunk, board: Cells | None, base: int) -> Outcome:
     began = time.perf_counter()
-    if call.timeout is None or board is not None:
-        results, exc = execute(
-            call.fn, call.star, chunk.start, chunk.items, board, base, call.timeout
-        )
-    else:  # no board to watch (the caller itself): item by item, each overrun named
-        results, exc = [], None
-        for offset, item in enumerate(chunk.items):
-            item_began = time.perf_counter()
-            done, exc = execute(call.fn, call.star, chunk.start + offset, [item], None, 0, None)
-            if exc is None and time.perf_counter() - item_began > call.timeout:
-                index = chunk.start + offset
-                error = TaskTimeoutError(f"item {index}", timeout=call.timeout, index=index)
-                return Outcome(chunk, results, (index, error))
-            results += done
-            if exc is not None:
-                break
+    if board is None and call.timeout is not None:
+        # Nothing watches the caller: a board of its own, on which ``execute`` catches each
+        # item that returns late (the caller's thread cannot be interrupted before that).
+        board, base = Board.local(1).writer(), 0
+    results, exc = execute(call.fn, call.star, chunk.start, chunk.items, board, base, call.timeout)
     if exc is not None:
         return Outcome(chunk, results, failure_from_local(chunk.start + len(results), exc))
     return Outcome(chunk, results, None, time.perf_counter() - began)

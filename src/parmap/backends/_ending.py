@@ -13,7 +13,7 @@ not a daemon) goes on. Any other is abandoned, as the loop in its place would be
 lets go of its engine (``FutureBackend.let_go``: ``"futures"`` kills its workers, ``"thread"``
 drops the chunks not yet started), and a daemon thread still driving it stops where it waits,
 silently (``park``), rather than report what it lost. The ``"process"`` backend does the
-same at ``atexit``, where multiprocessing waits for its children (see ``_process.AtExit``).
+same at ``atexit``, where multiprocessing waits for its children (see ``parmap._exit``).
 
 Once the main thread has ended, a ProcessPoolExecutor refuses work: a ``"futures"`` map in a
 thread that outlives it fails with a ``ParmapError`` that says so (``exiting``).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import threading
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
@@ -20,6 +21,9 @@ from ._base import Chunk
 from ._watched import WatchedPool
 
 __all__ = ["FuturesBackend"]
+
+#: How long exiting waits for the executor's manager thread once its workers are killed.
+LET_GO_JOIN = 5.0
 
 
 class FuturesBackend(WatchedPool):
@@ -45,6 +49,13 @@ class FuturesBackend(WatchedPool):
         for proc in self._processes():
             with contextlib.suppress(ValueError):  # closed meanwhile: already joined
                 proc.kill()
+        # Then wait for its manager thread to see them gone and close its wake-up pipe: that
+        # exit hook, which runs right after this one, writes to the pipe unless it is closed,
+        # and on 3.11 nothing orders the two (EBADF, "Exception ignored in: threading", about
+        # once in six runs of a daemon thread's map at exit).
+        thread = getattr(self._executor, "_executor_manager_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(LET_GO_JOIN)
 
     def _close(self, abort: bool) -> None:
         executor, self._executor = self._executor, None

@@ -104,6 +104,11 @@ class Engine:
     service: str | None = None
     #: The module it needs; without it its tests are skipped (said so, as AnyIO does).
     requires: str | None = None
+    #: With ``retries=`` or ``errors="return"``, a worker's death fails only its item: the map
+    #: goes on, on a fresh worker (items run in worker processes parmap starts).
+    recovers: bool = False
+    #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=`` are honoured (elsewhere refused).
+    recycles: bool = False
 
     @property
     def default_method(self) -> bool:
@@ -141,6 +146,11 @@ class Engine:
 SERVICES = {"dask": ("client", "distributed")}
 
 
+def _backend_class(name: str) -> Any:
+    entry = BACKENDS[name]
+    return getattr(importlib.import_module(entry.module, "parmap.backends"), entry.cls)
+
+
 def _engines() -> list[Engine]:
     """Every registered backend (times the start methods, where they apply), ``"auto"``, and a
     thread and a process executor passed as ``backend=``; engines on a service last."""
@@ -151,13 +161,22 @@ def _engines() -> list[Engine]:
             on_services.append(Engine(name, timeouts=False, service=fixture, requires=module))
         elif entry.processes:
             engines += [
-                Engine(name, m, isolated=True, kills_on_timeout=True) for m in START_METHODS
+                Engine(
+                    name,
+                    m,
+                    isolated=True,
+                    kills_on_timeout=True,
+                    recovers=True,
+                    recycles=_backend_class(name).recycles,
+                )
+                for m in START_METHODS
             ]
         else:
             engines.append(Engine(name, in_process=True))
     # The default, once, on the default start method: it runs cheap work in the caller, costly
     # work (and any call with a timeout) on the "process" backend, tested above on every method.
-    engines.append(Engine("auto", kills_on_timeout=True))
+    # With the long-map options it goes to worker processes at once.
+    engines.append(Engine("auto", kills_on_timeout=True, recovers=True, recycles=True))
     engines.append(Engine("thread-executor", executor=cf.ThreadPoolExecutor, in_process=True))
     engines.append(Engine("process-executor", executor=cf.ProcessPoolExecutor, timeouts=False))
     return engines + on_services
@@ -167,6 +186,10 @@ def _engines() -> list[Engine]:
 ENGINES = _engines()
 #: The engines whose workers are processes parmap starts (faults apply to these).
 ISOLATED = [e for e in ENGINES if e.isolated]
+#: The engines on which a map goes on past a worker's death (``retries=``, ``errors="return"``).
+RECOVERING = [e for e in ENGINES if e.recovers]
+#: The engines that replace worker processes (``max_tasks_per_worker=``, ...).
+RECYCLING = [e for e in ENGINES if e.recycles]
 
 
 def each_backend_and_method_once(engines: list[Engine]) -> list[Engine]:

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from parmap._api import _collect, _drive, _prepare
+from parmap._api import _drive, _prepare
 from parmap._auto import Auto, worth_it
 from parmap._chunking import MAX_ITEMS, TAIL_SECONDS, TARGET_SECONDS, ChunkSizer
+from parmap._maps import _collect
 
 from .helpers import children
 

@@ -6,9 +6,6 @@ it are private.
 
 from ._api import MapIterator as MapIterator
 from ._api import MapOptions as MapOptions
-from ._api import imap as imap
-from ._api import pmap as pmap
-from ._api import pstarmap as pstarmap
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import InitializerError as InitializerError
 from ._errors import ParmapError as ParmapError
@@ -21,9 +18,13 @@ from ._errors import TaskPicklingError as TaskPicklingError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TaskUnpicklingError as TaskUnpicklingError
 from ._errors import WorkerCrashedError as WorkerCrashedError
+from ._maps import imap as imap
+from ._maps import pmap as pmap
+from ._maps import pstarmap as pstarmap
 from ._processes import run_processes as run_processes
 from ._queues import Channel as Channel
 from ._queues import queue_collect as queue_collect
+from ._recovery import Summary as Summary
 from ._worker import worker_state as worker_state
 from .backends import BackendName as BackendName
 from .backends import shutdown as shutdown
@@ -42,6 +43,7 @@ __all__ = [
     "ResultPicklingError",
     "ResultUnpicklingError",
     "SerializationError",
+    "Summary",
     "TaskExitError",
     "TaskPicklingError",
     "TaskTimeoutError",

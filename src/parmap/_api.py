@@ -17,20 +17,21 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypedDict, TypeVar, overload
+from typing import Any, Generic, TypedDict, TypeVar
 
-from typing_extensions import Self, TypeVarTuple, Unpack
+from typing_extensions import Self, TypeVarTuple
 
 from . import backends
 from ._auto import Auto
 from ._chunking import ChunkSizer
 from ._dispatch import Reader, dispatch
 from ._progress import Progress, ProgressOption, make_progress
+from ._recovery import ErrorsOption, LongRun, Recovery, Summary, parse_bytes
 from ._seeded import Seeded
 from ._worker import run_rest
 from .backends import Backend, BackendName, Call
 
-__all__ = ["MapIterator", "MapOptions", "imap", "pmap", "pstarmap"]
+__all__ = ["MapIterator", "MapOptions", "default_workers"]
 
 R = TypeVar("R")
 T1 = TypeVar("T1")
@@ -69,6 +70,19 @@ class MapOptions(TypedDict, total=False):
     - ``seed``: reseed ``random`` (and ``numpy.random``, when numpy is imported) from
       ``(seed, item index)`` before each item: a run gives the same random numbers whatever
       the backend and scheduling. Without it each worker has a random state of its own.
+    - ``retries``: an item whose worker died running it, or that overran ``timeout``, runs
+      again, up to this many more times (default 0); only that item counts an attempt.
+    - ``retry_on``: exception types (a type or a tuple) that your function raises and that are
+      retried too, with ``retries``.
+    - ``max_tasks_per_worker``: a worker process is replaced after running this many items.
+    - ``max_memory_per_worker``: bytes (an int, or a string such as ``"512MiB"`` or
+      ``"2GB"``): a worker process whose resident memory is above this after an item is
+      replaced before it starts another.
+    - ``checkpoint``: a path: results are stored there (SQLite) as they arrive, and a rerun of
+      the same call computes only the items not stored (see the "Long-running maps" page).
+
+    Beside these, ``errors="return"`` (a keyword of its own, for typing) keeps a map going past
+    failures: a failed item's slot holds its exception.
     """
 
     workers: int | None
@@ -81,6 +95,11 @@ class MapOptions(TypedDict, total=False):
     initargs: tuple[Any, ...]
     limit_threads: bool
     seed: int | None
+    retries: int
+    retry_on: type[BaseException] | tuple[type[BaseException], ...]
+    max_tasks_per_worker: int | None
+    max_memory_per_worker: int | str | None
+    checkpoint: str | os.PathLike[str] | None
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -95,6 +114,7 @@ class _Plan:
     items: Reader
     sizer: ChunkSizer
     progress: Progress | None
+    recovery: Recovery
 
 
 def default_workers() -> int:
@@ -256,6 +276,44 @@ def _check_initializer(api: str, name: str, value: object) -> None:
         check_callable(api, value, "initializer")
 
 
+def _check_count(api: str, name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{api}(): {name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{api}(): {name} must be 0 or more, got {value}")
+
+
+def _exception_types(api: str, value: object) -> tuple[type[BaseException], ...]:
+    """``retry_on=``: a type or a tuple of types, as ``except`` takes them."""
+    types = value if isinstance(value, tuple) else (value,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(
+                f"{api}(): retry_on must be an exception type or a tuple of them, got {kind!r}"
+            )
+    return types
+
+
+def _check_exception_types(api: str, value: object) -> None:
+    _exception_types(api, value)
+
+
+def _check_size(api: str, name: str, value: object) -> None:
+    if value is not None:
+        parse_bytes(api, name, value)
+
+
+def _check_errors(api: str, errors: object) -> ErrorsOption:
+    if errors == "raise" or errors == "return":
+        return errors
+    raise ValueError(f'{api}(): errors must be "raise" or "return", got {errors!r}')
+
+
+def _check_path(api: str, name: str, value: object) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{api}(): {name} must be a path (str or os.PathLike) or None")
+
+
 #: How each option is checked at call time, by name (``backend`` and ``progress`` are checked
 #: where they are resolved). An option added to ``MapOptions`` gets its line here.
 _CHECKS: dict[str, Callable[[str, str, object], None]] = {
@@ -267,6 +325,11 @@ _CHECKS: dict[str, Callable[[str, str, object], None]] = {
     "initargs": _check_type("a tuple", tuple),
     "seed": _check_type("an int or None", int, type(None)),
     "limit_threads": _check_type("True or False", bool),
+    "retries": _check_count,
+    "retry_on": lambda api, _, value: _check_exception_types(api, value),
+    "max_tasks_per_worker": check_positive_int,
+    "max_memory_per_worker": lambda api, name, value: _check_size(api, name, value),
+    "checkpoint": _check_path,
 }
 
 
@@ -287,6 +350,14 @@ def _check_engine(api: str, chosen: Backend | Auto, options: MapOptions) -> None
     """What the chosen engine cannot honour is refused before work starts."""
     if options.get("timeout") is not None and not chosen.timeouts:
         raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
+    if "retry_on" in options and not options.get("retries"):
+        raise ValueError(f"{api}(): retry_on= needs retries= (how many more times to run)")
+    for name in ("max_tasks_per_worker", "max_memory_per_worker"):
+        if options.get(name) is not None and not chosen.recycles:
+            raise ValueError(
+                f"{api}(): {name}= cannot be honoured by {chosen!r}: only parmap's own worker "
+                f"processes are replaced one at a time; use backend='process' (or 'auto')"
+            )
     if options.get("seed") is not None and chosen.threaded:
         raise ValueError(
             f"{api}(): seed= cannot hold on {chosen.workers} threads of one process: they share "
@@ -301,8 +372,14 @@ def _prepare(
     iterables: tuple[Iterable[Any], ...],
     star: bool,
     options: MapOptions,
+    errors: object = "raise",
 ) -> _Plan:
     check_callable(api, fn)
+    policy = LongRun(
+        options.get("retries", 0),
+        _exception_types(api, options.get("retry_on", ())),
+        _check_errors(api, errors),
+    )
     if not iterables:
         raise TypeError(f"{api}(): needs at least one iterable after the function")
     sources = [check_iterable(api, it, f"argument {n + 2}") for n, it in enumerate(iterables)]
@@ -324,12 +401,22 @@ def _prepare(
     if seed is not None:  # the index travels with each item; see _seeded
         fn, star, reader = Seeded(fn, seed, star), False, Reader(enumerate(items))
     initializer, initargs = options.get("initializer"), options.get("initargs", ())
-    call = Call(fn, star, options.get("timeout"), initializer, initargs)
+    memory = options.get("max_memory_per_worker")
+    call = Call(
+        fn,
+        star,
+        options.get("timeout"),
+        initializer,
+        initargs,
+        keep_going=policy.keep_going,
+        max_tasks=options.get("max_tasks_per_worker"),
+        max_memory=None if memory is None else parse_bytes(api, "", memory),
+    )
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
     progress = make_progress(api, options.get("progress", False), total)
-    sizer = ChunkSizer(chosen.workers, total, options.get("chunksize"))
-    return _Plan(chosen, call, reader, sizer, progress)
+    sizer = ChunkSizer(chosen.workers, total, options.get("chunksize"), call.max_tasks)
+    return _Plan(chosen, call, reader, sizer, progress, Recovery(policy))
 
 
 # -- the dispatch loop ---------------------------------------------------------------------------
@@ -347,12 +434,19 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
         backend = plan.backend
         if isinstance(backend, Auto):
             backend = yield from backend.probe(call, reader, plan.sizer, progress)
-        inline = not bounded and call.timeout is None and call.initializer is None
-        if backend.runs_in_caller and inline and progress is None:
+        plain = call.timeout is None and call.initializer is None and not call.keep_going
+        if backend.runs_in_caller and plain and not bounded and progress is None:
             yield run_rest(call.fn, call.star, reader.position, reader.rest())
             return
         yield from dispatch(
-            backend, call, reader, plan.sizer, progress, ordered=ordered, bounded=bounded
+            backend,
+            call,
+            reader,
+            plan.sizer,
+            progress,
+            plan.recovery,
+            ordered=ordered,
+            bounded=bounded,
         )
     finally:
         if progress is not None:
@@ -366,8 +460,11 @@ class MapIterator(Iterator[R], Generic[R]):
     workers at once; items not yet read from the input are never read.
     """
 
-    def __init__(self, chunks: Iterator[list[Any]]) -> None:
+    def __init__(self, chunks: Iterator[list[Any]], summary: Summary | None = None) -> None:
         self._chunks = chunks
+        #: What the map went through so far: retries, failures, recycled workers, results read
+        #: from the checkpoint (see [`Summary`][parmap.Summary]); final once it is exhausted.
+        self.summary = Summary() if summary is None else summary
         #: The current chunk's results not yet handed out, last first: each is popped as it is
         #: handed out, so that parmap holds no reference to a result the consumer has
         #: (CPython's ``test_free_reference``, bpo-14406).
@@ -400,158 +497,3 @@ class MapIterator(Iterator[R], Generic[R]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-# -- the public functions ------------------------------------------------------------------------
-
-
-@overload
-def pmap(fn: Callable[[T1], R], it1: Iterable[T1], /, **options: Unpack[MapOptions]) -> list[R]: ...
-@overload
-def pmap(
-    fn: Callable[[T1, T2], R],
-    it1: Iterable[T1],
-    it2: Iterable[T2],
-    /,
-    **options: Unpack[MapOptions],
-) -> list[R]: ...
-@overload
-def pmap(
-    fn: Callable[[T1, T2, T3], R],
-    it1: Iterable[T1],
-    it2: Iterable[T2],
-    it3: Iterable[T3],
-    /,
-    **options: Unpack[MapOptions],
-) -> list[R]: ...
-@overload
-def pmap(
-    fn: Callable[[T1, T2, T3, T4], R],
-    it1: Iterable[T1],
-    it2: Iterable[T2],
-    it3: Iterable[T3],
-    it4: Iterable[T4],
-    /,
-    **options: Unpack[MapOptions],
-) -> list[R]: ...
-@overload
-def pmap(
-    fn: Callable[..., R],
-    it1: Iterable[Any],
-    it2: Iterable[Any],
-    it3: Iterable[Any],
-    it4: Iterable[Any],
-    it5: Iterable[Any],
-    /,
-    *iterables: Iterable[Any],
-    **options: Unpack[MapOptions],
-) -> list[R]: ...
-def pmap(
-    fn: Callable[..., Any], /, *iterables: Iterable[Any], **options: Unpack[MapOptions]
-) -> list[Any]:
-    """``list(map(fn, *iterables))``, computed in parallel.
-
-    Results come back in input order. If items raise, the exception of the first failing item
-    is raised, as the loop would raise it, with the worker's traceback as its ``__cause__``;
-    work still outstanding is cancelled and its workers stopped.
-
-    Args:
-        fn: any callable; lambdas, closures and ``functools.partial`` objects work everywhere.
-        iterables: one or more; with several, ``fn`` gets one item from each, like ``map``.
-        options: ``workers``, ``backend``, ``chunksize``, ``timeout``, ``seed`` and the
-            rest of [`MapOptions`][parmap.MapOptions].
-
-    Raises:
-        TypeError, ValueError: bad arguments, before any work starts.
-        WorkerCrashedError: a worker process died; names the item and the exit code or signal.
-        TaskTimeoutError: an item ran longer than ``timeout``.
-        TaskExitError: the function called ``sys.exit()``.
-        SerializationError: an item, result or exception could not cross between processes.
-    """
-    plan = _prepare("pmap", fn, iterables, len(iterables) > 1, options)
-    return _collect(_drive(plan, ordered=True, bounded=False))
-
-
-def _collect(chunks: Iterator[list[Any]]) -> list[Any]:
-    results: list[Any] = []
-    for chunk in chunks:
-        if len(chunk) > len(results):
-            chunk[:0] = results  # a move of the big list, rather than a copy of every item
-            results = chunk
-        else:
-            results += chunk
-    return results
-
-
-@overload
-def imap(
-    fn: Callable[[T1], R],
-    it1: Iterable[T1],
-    /,
-    *,
-    ordered: bool = True,
-    **options: Unpack[MapOptions],
-) -> MapIterator[R]: ...
-@overload
-def imap(
-    fn: Callable[[T1, T2], R],
-    it1: Iterable[T1],
-    it2: Iterable[T2],
-    /,
-    *,
-    ordered: bool = True,
-    **options: Unpack[MapOptions],
-) -> MapIterator[R]: ...
-@overload
-def imap(
-    fn: Callable[[T1, T2, T3], R],
-    it1: Iterable[T1],
-    it2: Iterable[T2],
-    it3: Iterable[T3],
-    /,
-    *,
-    ordered: bool = True,
-    **options: Unpack[MapOptions],
-) -> MapIterator[R]: ...
-@overload
-def imap(
-    fn: Callable[..., R],
-    it1: Iterable[Any],
-    it2: Iterable[Any],
-    it3: Iterable[Any],
-    it4: Iterable[Any],
-    /,
-    *iterables: Iterable[Any],
-    ordered: bool = True,
-    **options: Unpack[MapOptions],
-) -> MapIterator[R]: ...
-def imap(
-    fn: Callable[..., Any],
-    /,
-    *iterables: Iterable[Any],
-    ordered: bool = True,
-    **options: Unpack[MapOptions],
-) -> MapIterator[Any]:
-    """A lazy [`pmap`][parmap.pmap]: results as you iterate, input read as they are consumed.
-
-    At most a few chunks per worker are in flight or waiting to be read, so an endless generator
-    works and memory stays flat. ``ordered=False`` yields results as they finish. Arguments are
-    checked now; workers start at the first ``next()``. Close the iterator (or use it in a
-    ``with`` block) to stop the workers early.
-    """
-    if not isinstance(ordered, bool):
-        raise TypeError("imap(): ordered must be True or False")
-    plan = _prepare("imap", fn, iterables, len(iterables) > 1, options)
-    return MapIterator(_drive(plan, ordered=ordered, bounded=True))
-
-
-def pstarmap(
-    fn: Callable[[Unpack[Ts]], R],
-    iterable: Iterable[tuple[Unpack[Ts]]],
-    /,
-    **options: Unpack[MapOptions],
-) -> list[R]:
-    """``list(itertools.starmap(fn, iterable))``, computed in parallel; options as in
-    [`pmap`][parmap.pmap]."""
-    plan = _prepare("pstarmap", fn, (iterable,), True, options)
-    return _collect(_drive(plan, ordered=True, bounded=False))

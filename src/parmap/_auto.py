@@ -92,6 +92,7 @@ class Auto:
     timeouts = True
     pickles = False
     threaded = False
+    recycles = True
 
     def __init__(
         self, workers: int, start_method: str | None, total: int | None, threads: int | None
@@ -108,7 +109,7 @@ class Auto:
         self._pays_per_item = False
 
     def __repr__(self) -> str:
-        return "'auto'"
+        return "backend='auto'"
 
     def probe(
         self, call: Call, reader: Reader, sizer: ChunkSizer, progress: Progress | None
@@ -116,7 +117,7 @@ class Auto:
         """Run chunks here, one at a time, each sized by the last, until the cost is known;
         yield their results (raise the first failure, as the loop would); return the engine
         that runs the rest."""
-        if call.timeout is not None or self._known_costly(call.fn):
+        if self._isolate(call) or self._known_costly(call.fn):
             return self._workers(call)
         while self.decision is None:
             position = reader.position
@@ -138,13 +139,24 @@ class Auto:
             yield outcome.results
         return self._here() if self.decision == "serial" else self._workers(call)
 
+    @staticmethod
+    def _isolate(call: Call) -> bool:
+        """Whether the call asks for what only a worker process gives: a timeout that kills,
+        a map that survives a crash (``retries``, ``errors="return"``), workers replaced."""
+        return (
+            call.timeout is not None
+            or call.keep_going
+            or call.max_tasks is not None
+            or call.max_memory is not None
+        )
+
     def _here(self) -> Backend:
         self.decision = "serial"
         return SerialBackend()
 
     def _workers(self, call: Call) -> Backend:
         """Worker processes, or the caller if the function will not pickle."""
-        if call.timeout is None:
+        if not self._isolate(call):
             try:
                 call.fn_bytes  # noqa: B018 - pickled now, once, for the workers
             except TaskPicklingError:

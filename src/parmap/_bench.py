@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._api import default_workers, imap, pmap
+from ._api import default_workers
 from ._auto import forget_costs
 from ._bench_report import figure as figure
 from ._bench_report import legend, machine, write
@@ -57,6 +57,7 @@ from ._bench_rows import Row as Row
 from ._bench_rows import is_noise as is_noise
 from ._bench_rows import loop_row as loop_row
 from ._bench_rows import summarize as summarize
+from ._maps import imap, pmap
 from ._progress import bar_class
 from .backends import BackendName, shutdown
 

@@ -31,10 +31,14 @@ SMOOTHING = 0.2
 
 
 class ChunkSizer:
-    def __init__(self, workers: int, total: int | None, fixed: int | None) -> None:
+    def __init__(
+        self, workers: int, total: int | None, fixed: int | None, most: int | None = None
+    ) -> None:
         self.workers = workers
         self.total = total
         self.fixed = fixed
+        #: No chunk larger (``max_tasks_per_worker``: a fresh worker takes any chunk whole).
+        self.most = MAX_ITEMS if most is None else min(most, MAX_ITEMS)
         #: Estimated seconds per item, once a chunk has finished.
         self.per_item: float | None = None
         #: The largest chunk that has finished: the next is at most twice that (one cheap item
@@ -45,7 +49,7 @@ class ChunkSizer:
         """Size of the chunk that starts at item ``position``; ``spread=False`` when one thread
         runs the chunks in turn, so that there is no tail to balance."""
         if self.fixed is not None:
-            return self.fixed
+            return min(self.fixed, self.most)
         size = 1
         if self.per_item is not None:
             size = int(TARGET_SECONDS / self.per_item) if self.per_item > 0 else MAX_ITEMS
@@ -55,7 +59,7 @@ class ChunkSizer:
             if self.per_item is not None and self.per_item > 0:
                 share = max(share, int(TAIL_SECONDS / self.per_item))
             size = min(size, share)
-        return max(1, min(size, MAX_ITEMS))
+        return max(1, min(size, self.most))
 
     def observe(self, items: int, seconds: float) -> None:
         """A chunk of ``items`` took the worker ``seconds``."""

@@ -26,6 +26,7 @@ from typing import Any
 from ._chunking import ChunkSizer
 from ._errors import note_item
 from ._progress import Progress
+from ._recovery import Recovery
 from ._reorder import Reorder
 from ._worker import Failure
 from .backends import Backend, Call, Chunk, Outcome
@@ -116,9 +117,13 @@ class Window:
         self.running.add(chunk.start)
         self.backend.submit(chunk)
 
+    def again(self, chunk: Chunk) -> None:
+        """Submit part of a finished chunk once more (see ``_recovery``), room or not."""
+        self._submit(chunk)
+
     def finished(self, outcome: Outcome) -> None:
         self.running.discard(outcome.chunk.start)
-        if outcome.failure is None:
+        if outcome.failure is None and len(outcome.results) == len(outcome.chunk.items):
             self.sizer.observe(len(outcome.chunk.items), outcome.seconds)
 
 
@@ -128,6 +133,7 @@ def dispatch(
     reader: Reader,
     sizer: ChunkSizer,
     progress: Progress | None,
+    recovery: Recovery,
     *,
     ordered: bool,
     bounded: bool,
@@ -135,12 +141,18 @@ def dispatch(
     """Yield lists of results (in input order if ``ordered``); raise the loop's first error.
 
     ``bounded``: finished chunks waiting to be consumed count against a larger window
-    (``imap``), so that a slow consumer stops the reading of input.
+    (``imap``), so that a slow consumer stops the reading of input. ``recovery``: what a
+    failure leads to (see ``_recovery``: by default, the loop's error).
     """
     window = Window(
         backend, call, reader, sizer, WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER
     )
     order = Reorder(ordered=ordered, start=reader.position)
+
+    def again(chunk: Chunk) -> None:
+        if chunk.start < order.cutoff:  # past the loop's failure: never needed
+            window.again(chunk)
+
     finished = False
     try:
         while True:
@@ -149,9 +161,10 @@ def dispatch(
                 break
             for outcome in backend.wait():
                 window.finished(outcome)
-                if progress is not None and outcome.failure is None:
-                    progress.advance(len(outcome.results))
-                order.add(outcome)
+                for piece in recovery.settle(outcome, again):
+                    if progress is not None and piece.failure is None:
+                        progress.advance(len(piece.results), recovery.summary)
+                    order.add(piece)
             yield from order.drain()
             if order.settled(window.running):
                 break
@@ -159,5 +172,6 @@ def dispatch(
             raise noted(order.failure)
         finished = True
     finally:
+        recovery.summary.recycled += backend.recycled
         if window.started:
             backend.stop(abort=not finished)

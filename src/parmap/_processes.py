@@ -105,7 +105,7 @@ class Family:
             self.kill(later)
 
     def reply(self, index: int, data: bytes) -> None:
-        results, _, failure = decode(data, index, 1)
+        results, _, failure, _ = decode(data, index, 1)
         if failure is not None:
             self.fail(*failure)
         else:

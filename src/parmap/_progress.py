@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from ._recovery import Summary
 
 __all__ = ["Progress", "ProgressOption", "bar_class", "make_progress"]
 
@@ -27,7 +30,12 @@ class Progress:
     ) -> None:
         self._report, self.total, self._bar, self.done = report, total, bar, 0
 
-    def advance(self, items: int) -> None:
+    def advance(self, items: int, summary: Summary | None = None) -> None:
+        """``items`` more are done; a bar shows the summary's retries and failures, if any."""
+        if self._bar is not None and summary is not None:
+            postfix = summary.postfix()
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
         if items:
             self.done += items
             self._report(self.done, self.total)

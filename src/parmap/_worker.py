@@ -75,12 +75,12 @@ Failure = tuple[int, BaseException]
 ORPHAN_POLL_SECONDS = 0.25
 
 # Messages from the caller to a process-backend worker: a one-byte tag, then the body.
-TAG_FUNCTION = b"F"  # star (a byte), timeout (a double, 0: none), the cloudpickled function
+TAG_FUNCTION = b"F"  # star (a byte), timeout (a double, 0: none), memory limit (0: none), fn
 TAG_CHUNK = b"C"  # 8-byte start index, then the pickled list of items
 TAG_QUIT = b"Q"
 TAG_RELEASE = b"R"  # the call is over: drop the function (a warm worker waits for the next)
 _START = struct.Struct("<q")
-_FUNCTION = struct.Struct("<?d")
+_FUNCTION = struct.Struct("<?dq")
 
 
 def execute(
@@ -204,6 +204,8 @@ class _State:
     worker_state: Any = _NO_STATE
     star = False
     timeout: float | None = None
+    #: Resident bytes after which a chunk stops early and the worker is replaced.
+    memory: int | None = None
     board: Cells | None = None
     base = 0
     key: object = None
@@ -216,10 +218,12 @@ def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def install(task_bytes: bytes, star: bool, timeout: float | None) -> None:
+def install(
+    task_bytes: bytes, star: bool, timeout: float | None, memory: int | None = None
+) -> None:
     """Unpickle the call's function once and run its initializer; a failure is reported with
     every chunk (see ``_serialize.dumps_task`` for what ``task_bytes`` holds)."""
-    _STATE.star, _STATE.timeout = star, timeout
+    _STATE.star, _STATE.timeout, _STATE.memory = star, timeout, memory
     _STATE.fn, _STATE.install_error, _STATE.worker_state = None, None, _NO_STATE
     try:
         fn, initializer, initargs = loads(task_bytes)
@@ -322,15 +326,58 @@ def run_items(
     board, base = _STATE.board, _STATE.base
     assert _STATE.fn is not None
     began = time.perf_counter()
-    results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timeout)
+    spent = False
+    if _STATE.memory is None:
+        results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timeout)
+    else:
+        results, exc, spent = _execute_within(_STATE.memory, start, items)
     if board is None or _STATE.timeout is None:
-        return _reply(start, results, exc, time.perf_counter() - began, out)
+        return _reply(start, results, exc, time.perf_counter() - began, out, spent)
     board[base + STARTED] = time.monotonic_ns()  # pickling results is bounded as an item is
     board[base + INDEX] = RETURNING
     try:
-        return _reply(start, results, exc, time.perf_counter() - began, out)
+        return _reply(start, results, exc, time.perf_counter() - began, out, spent)
     finally:
         board[base + INDEX] = IDLE
+
+
+def _execute_within(
+    memory: int, start: int, items: Sequence[Any]
+) -> tuple[list[Any], BaseException | None, bool]:
+    """``execute``, an item at a time, stopping once an item leaves the worker above
+    ``memory`` resident bytes: the results so far, the exception, and whether it is above
+    (then the caller replaces this worker, and sends the rest of the chunk elsewhere). One
+    ``pread`` of ``/proc/self/statm`` per item, only in maps that ask."""
+    assert _STATE.fn is not None
+    board, base, results = _STATE.board, _STATE.base, []
+    for offset in range(len(items)):
+        done, exc = execute(
+            _STATE.fn, _STATE.star, start + offset, items[offset : offset + 1], board, base,
+            _STATE.timeout,
+        )  # fmt: skip
+        results += done
+        if exc is not None:
+            return results, exc, resident_bytes() > memory
+        if resident_bytes() > memory:
+            return results, None, True
+    return results, None, False
+
+
+_STATM: tuple[int, int] | None = None  # (pid, fd): /proc/self names the process that opens it
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux: ``/proc/self/statm``; elsewhere its peak)."""
+    global _STATM
+    if _STATM is None or _STATM[0] != os.getpid():
+        try:
+            _STATM = (os.getpid(), os.open("/proc/self/statm", os.O_RDONLY))
+        except OSError:  # pragma: no cover - not Linux
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    pages = int(os.pread(_STATM[1], 64, 0).split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _reply(
@@ -339,11 +386,13 @@ def _reply(
     exc: BaseException | None,
     seconds: float,
     out: list[pickle.PickleBuffer] | None,
+    spent: bool = False,
 ) -> bytes:
-    """The pickled reply for a chunk's results and the exception that stopped them, if any."""
+    """The pickled reply for a chunk's results and the exception that stopped them, if any;
+    ``spent``: the worker is above its memory limit (said in an "ok" reply only)."""
     if exc is None:
         try:
-            return dumps(("ok", results, seconds), out)
+            return dumps(("ok", results, seconds, True) if spent else ("ok", results, seconds), out)
         except (Exception, SystemExit):
             if out is not None:
                 out.clear()
@@ -387,8 +436,9 @@ def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload
 
 def decode(
     data: bytes | memoryview, start: int, count: int, buffers: list[bytearray] | None = None
-) -> tuple[list[Any], float, Failure | None]:
-    """Read a reply in the caller: the results (up to the failure, if any), seconds, failure."""
+) -> tuple[list[Any], float, Failure | None, bool]:
+    """Read a reply in the caller: the results (up to the failure, if any), seconds, failure,
+    and whether the worker is above its memory limit."""
     items = f"items {start}..{start + count - 1}" if count > 1 else f"item {start}"
     try:
         reply = loads(data, buffers)
@@ -397,9 +447,9 @@ def decode(
             f"the results of {items} could not be unpickled: {describe(exc)}", index=start
         )
         error.__cause__ = exc
-        return [], 0.0, (start, error)
+        return [], 0.0, (start, error), False
     if reply[0] == "ok":
-        return reply[1], reply[2], None
+        return reply[1], reply[2], None, len(reply) > 3
     kind, index, detail, partial, tb = reply
     failure: BaseException
     if kind == "raised":
@@ -415,7 +465,7 @@ def decode(
     else:
         failure = _serialization_error(*detail, index=index, items=items)
     failure.__cause__ = RemoteTraceback(tb)
-    return partial, 0.0, (index, failure)
+    return partial, 0.0, (index, failure), False
 
 
 def _serialization_error(
@@ -622,8 +672,13 @@ def process_main(
             out: list[pickle.PickleBuffer] = []
             send_framed(conn, run_chunk(start, payload, buffers, out), out)
         elif tag == TAG_FUNCTION:
-            star, timeout = _FUNCTION.unpack_from(message, 1)
-            install(message[1 + _FUNCTION.size :], bool(star), timeout if timeout > 0 else None)
+            star, timeout, memory = _FUNCTION.unpack_from(message, 1)
+            install(
+                message[1 + _FUNCTION.size :],
+                bool(star),
+                timeout if timeout > 0 else None,
+                memory if memory > 0 else None,
+            )
         elif tag == TAG_RELEASE:
             _STATE.fn = None
         else:
@@ -664,8 +719,10 @@ def receive_buffers(conn: Connection, sizes: Sequence[int]) -> list[bytearray]:
     return buffers
 
 
-def function_message(fn_bytes: bytes, star: bool, timeout: float | None) -> bytes:
-    return TAG_FUNCTION + _FUNCTION.pack(star, timeout or 0.0) + fn_bytes
+def function_message(
+    fn_bytes: bytes, star: bool, timeout: float | None, memory: int | None = None
+) -> bytes:
+    return TAG_FUNCTION + _FUNCTION.pack(star, timeout or 0.0, memory or 0) + fn_bytes
 
 
 def chunk_message(start: int, payload: bytes, buffers: Sequence[pickle.PickleBuffer]) -> bytes:

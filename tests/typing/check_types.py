@@ -75,3 +75,29 @@ def check_backend_names() -> None:
     pmap(to_str, [1], backend="proces")  # type: ignore[call-overload]
     name: parmap.BackendName = "thread"
     assert_type(pmap(to_str, [1], backend=name), list[str])
+
+
+def check_long_maps() -> None:
+    assert_type(pmap(to_str, [1], errors="return"), list[str | Exception])
+    assert_type(pmap(to_str, [1], errors="raise"), list[str])
+    assert_type(pmap(add, [1], [2.0], errors="return", retries=2), list[float | Exception])
+    assert_type(imap(to_str, [1], errors="return"), MapIterator[str | Exception])
+    assert_type(imap(to_str, [1], ordered=False, errors="return"), MapIterator[str | Exception])
+    assert_type(pstarmap(add, [(1, 2.0)], errors="return"), list[float | Exception])
+    assert_type(
+        pmap(
+            to_str,
+            [1],
+            retries=3,
+            retry_on=(ConnectionError,),
+            max_tasks_per_worker=100,
+            max_memory_per_worker="1GiB",
+            checkpoint="run.sqlite",
+        ),
+        list[str],
+    )
+    assert_type(imap(to_str, [1]).summary, parmap.Summary)
+    assert_type(imap(to_str, [1]).summary.retried, int)
+    pmap(to_str, [1], errors="skip")  # type: ignore[call-overload]
+    pmap(to_str, [1], retries="2")  # type: ignore[call-overload]
+    pmap(to_str, [1], retry_on=[ValueError])  # type: ignore[call-overload]

@@ -56,6 +56,13 @@ class Call:
     timeout: float | None
     initializer: Callable[..., object] | None = None
     initargs: tuple[Any, ...] = ()
+    #: A failure does not end the call (``retries=``, ``errors="return"``): an engine that
+    #: breaks with a worker's death reports the chunks it lost (``Outcome.lost``) and goes on.
+    keep_going: bool = False
+    #: Items a worker process runs before it is replaced (``max_tasks_per_worker=``).
+    max_tasks: int | None = None
+    #: Resident bytes above which a worker process is replaced (``max_memory_per_worker=``).
+    max_memory: int | None = None
     _fn_bytes: bytes | None = field(default=None, repr=False)
     #: Threads of this process that ran the initializer for this call: (ok, value or error).
     local_states: dict[int, tuple[bool, Any]] = field(default_factory=dict, repr=False)
@@ -118,6 +125,11 @@ class Outcome:
     results: list[Any]
     failure: Failure | None = None
     seconds: float = 0.0  # time the worker spent on the chunk, for chunk sizing
+    #: Not run, through no fault of its own (the engine stopped its worker for another chunk's
+    #: crash): to be submitted again whole. Only with ``Call.keep_going``.
+    lost: bool = False
+    #: Its worker is above ``max_memory_per_worker`` (and stopped the chunk there, if early).
+    spent: bool = False
 
     @classmethod
     def failed(cls, chunk: Chunk, index: int, error: BaseException) -> Outcome:
@@ -127,8 +139,8 @@ class Outcome:
     def from_reply(
         cls, chunk: Chunk, data: bytes | memoryview, buffers: list[bytearray] | None = None
     ) -> Outcome:
-        results, seconds, failure = decode(data, chunk.start, len(chunk.items), buffers)
-        return cls(chunk, results, failure, seconds)
+        results, seconds, failure, spent = decode(data, chunk.start, len(chunk.items), buffers)
+        return cls(chunk, results, failure, seconds, spent=spent)
 
 
 def _run_chunk_here(call: Call, chunk: Chunk, board: Cells | None, base: int) -> Outcome:
@@ -159,8 +171,18 @@ class Backend(ABC):
     #: caller then keeps one chunk out at a time (more would run no sooner, and each is sized
     #: knowing how the one before went), and ``pmap`` may map the input in one go.
     runs_in_caller: ClassVar[bool] = False
+    #: True where a worker process can be replaced on its own, mid-call, for
+    #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=`` (refused elsewhere).
+    recycles: ClassVar[bool] = False
     #: How many items can run at once; sets the in-flight bound and chunk sizes.
     workers: int
+    #: Worker processes replaced during the call (``max_tasks_per_worker=`` and
+    #: ``max_memory_per_worker=``); read for the map's summary before ``stop``.
+    recycled: int = 0
+
+    def __repr__(self) -> str:
+        name = getattr(self, "name", None)
+        return f"backend={name!r}" if name else super().__repr__()
 
     @abstractmethod
     def start(self, call: Call) -> None:
@@ -292,6 +314,8 @@ class FutureBackend(Backend):
 
     #: Exceptions by which the engine says it broke (a worker died); see ``_diagnose``.
     broken: ClassVar[tuple[type[BaseException], ...]] = (cf.BrokenExecutor,)
+    #: Whether ``start`` may open the engine afresh mid-call (see ``_restart``).
+    reopens: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._pending: dict[cf.Future[Any], Chunk] = {}
@@ -366,6 +390,9 @@ class FutureBackend(Backend):
                 self._fatal = self._check(broken=any(self._broke(f) for f in done))
                 if self._fatal is not None:
                     self._fail_holder(self._fatal)
+                    if self._call is not None and self._call.keep_going and self._fatal[0] >= 0:
+                        self._restart(self._call)
+                        continue
             for future in done:
                 if future in self._pending:
                     self._failed.append(self._finish(self._pending.pop(future), future))
@@ -390,6 +417,22 @@ class FutureBackend(Backend):
             crash.__cause__ = exc
             return Outcome.failed(chunk, chunk.start, crash)
         return Outcome.failed(chunk, chunk.start, exc)
+
+    def _restart(self, call: Call) -> None:
+        """After a worker's death, in a call that goes on (``Call.keep_going``): the chunks
+        that finished well are reported, every other one as lost (run again), and the engine
+        is closed (its workers killed) and opened afresh. An engine that cannot be reopened
+        (an executor you pass) reports the others as they come, as the executor fails them."""
+        if not self.reopens:
+            return
+        for future, chunk in list(self._pending.items()):
+            del self._pending[future]
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._failed.append(self._finish(chunk, future))
+            else:
+                self._failed.append(Outcome(chunk, [], lost=True))
+        self._close(True)
+        self.start(call)
 
     def _fail_holder(self, fatal: Failure) -> None:
         """Report the chunk holding a fatal failure's item, or, for a failure at no item (the

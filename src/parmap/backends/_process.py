@@ -101,10 +101,15 @@ class _Worker:
         self.proc, self.conn, self.slot = proc, conn, slot
         #: The chunks sent to this worker and not yet answered.
         self.held: deque[_Job] = deque()
+        #: Items sent to it in this call (``max_tasks_per_worker``).
+        self.ran = 0
+        #: It stopped a chunk early, above ``max_memory_per_worker``: replace it when idle.
+        self.spent = False
 
 
 class ProcessBackend(Backend):
     name = "process"
+    recycles = True
 
     def __init__(
         self,
@@ -138,7 +143,8 @@ class ProcessBackend(Backend):
         self._call = call
         self._respawns = 0
         self._broken = None
-        self._function = function_message(call.fn_bytes, call.star, call.timeout)
+        self.recycled = 0
+        self._function = function_message(call.fn_bytes, call.star, call.timeout, call.max_memory)
         try:
             if not self._pool:
                 kept = WARM.take(self._key()) if self.warm else None
@@ -149,6 +155,7 @@ class ProcessBackend(Backend):
                     for slot in range(self.workers):
                         self._pool.append(self._spawn(slot))
             for worker in list(self._pool):
+                worker.ran, worker.spent = 0, False
                 self._send(worker, self._function)
         except BaseException:
             # Nothing was submitted, and the caller stops only a backend that started.
@@ -196,7 +203,8 @@ class ProcessBackend(Backend):
         self._backlog.clear()
         self._ready.clear()
         self._call = None
-        if self.warm and not abort and self._pool and not any(w.held for w in self._pool):
+        idle = not any(w.held or w.spent for w in self._pool)  # none above its memory limit
+        if self.warm and not abort and self._pool and idle:
             for worker in list(self._pool):
                 self._send(worker, TAG_RELEASE)  # drop the function and what it holds
             assert self._board is not None
@@ -244,16 +252,50 @@ class ProcessBackend(Backend):
         return True
 
     def _dispatch(self) -> None:
-        while self._backlog:
+        while self._backlog and self._broken is None:
             job = self._backlog[0]
             worker = min(self._pool, key=lambda w: len(w.held))
             if worker.held and (
-                len(worker.held) >= DEPTH or job.size > PREFETCH_BYTES or len(job.chunk.items) == 1
+                len(worker.held) >= DEPTH
+                or job.size > PREFETCH_BYTES
+                or len(job.chunk.items) == 1
+                or not self._fits(worker, job)
             ):
                 return
+            if not worker.held and not self._fits(worker, job):
+                worker = self._recycle(worker)
             self._backlog.popleft()
             worker.held.append(job)
+            worker.ran += len(job.chunk.items)
             self._send(worker, job.message, job.buffers)
+
+    # -- recycling (max_tasks_per_worker, max_memory_per_worker) ---------------------------------
+
+    def _fits(self, worker: _Worker, job: _Job) -> bool:
+        """Whether the worker may take the chunk: within its item budget, and not past its
+        memory limit (such a worker holds one chunk at a time: a second, already sent, would
+        run past the limit)."""
+        call = self._call
+        if call is None:
+            return True
+        if call.max_memory is not None and (worker.spent or worker.held):
+            return False
+        return call.max_tasks is None or worker.ran + len(job.chunk.items) <= call.max_tasks
+
+    def _recycle(self, worker: _Worker) -> _Worker:
+        """Replace an idle worker that has done its share: asked to quit, it ends cleanly."""
+        with contextlib.suppress(OSError):
+            worker.conn.send_bytes(TAG_QUIT)
+        if join_exit(worker.proc, QUIT_GRACE) is None:
+            worker.proc.kill()
+        worker.conn.close()
+        _close(worker.proc)
+        self.recycled += 1
+        fresh = self._spawn(worker.slot)
+        self._pool[self._pool.index(worker)] = fresh
+        if self._call is not None:
+            self._send(fresh, self._function)
+        return fresh
 
     def _receive(self, worker: _Worker) -> None:
         if worker not in self._pool or self._broken is not None:
@@ -268,7 +310,10 @@ class ProcessBackend(Backend):
     def _read_reply(self, worker: _Worker) -> Outcome:
         main, sizes = split_framed(memoryview(worker.conn.recv_bytes()))
         buffers = receive_buffers(worker.conn, sizes)
-        return Outcome.from_reply(worker.held.popleft().chunk, main, buffers)
+        outcome = Outcome.from_reply(worker.held.popleft().chunk, main, buffers)
+        self._respawns = 0  # workers do run this call
+        worker.spent = outcome.spent  # above its memory limit: replaced before its next chunk
+        return outcome
 
     def _lost(self, worker: _Worker) -> None:
         """A worker died: report the chunk it ran, requeue the ones it had not started."""
@@ -286,10 +331,13 @@ class ProcessBackend(Backend):
         if view.index == INITIALIZING and self._call is not None:
             self._give_up(initializer_crash(self._call, view, exitcode))
             return
+        blamed = False
         if worker.held:
             chunk = worker.held.popleft().chunk
-            self._ready.append(Outcome(chunk, [], crash_failure(chunk, view, exitcode, pid)))
-        self._replace(worker)
+            failure = crash_failure(chunk, view, exitcode, pid)
+            blamed = view.index in chunk  # the item it ran is to blame, not the workers
+            self._ready.append(Outcome(chunk, [], failure))
+        self._replace(worker, blamed=blamed)
 
     def _drain(self, worker: _Worker) -> bool:
         """Read a reply a dead worker sent before it died; False when there is none."""
@@ -301,13 +349,17 @@ class ProcessBackend(Backend):
             return False
         return True
 
-    def _replace(self, worker: _Worker) -> None:
-        """Put a fresh worker in a dead (or killed) worker's slot; requeue its unstarted chunks."""
+    def _replace(self, worker: _Worker, *, blamed: bool) -> None:
+        """Put a fresh worker in a dead (or killed) worker's slot; requeue its unstarted chunks.
+
+        ``blamed``: an item it ran is to blame (it crashed or overran the worker). Workers
+        dying with no item to blame, one after another with no reply between, cannot run
+        this call: after ``2 * workers + 2`` such deaths, the call gives up."""
         self._backlog.extendleft(reversed(worker.held))
         worker.held.clear()
         worker.conn.close()
         exitcode = _close(worker.proc)
-        self._respawns += 1
+        self._respawns += 0 if blamed else 1
         if self._respawns > 2 * self.workers + 2:
             self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
             return
@@ -350,7 +402,7 @@ class ProcessBackend(Backend):
             worker.proc.kill()
             worker.held.popleft()
             self._ready.append(Outcome(chunk, [], (max(index, chunk.start), error)))
-            self._replace(worker)
+            self._replace(worker, blamed=index >= 0)
 
 
 def stop_workers(pool: list[_Worker]) -> None:

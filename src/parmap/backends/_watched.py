@@ -47,6 +47,8 @@ BROKEN_JOIN = 2.0
 
 
 class WatchedPool(FutureBackend):
+    reopens = True
+
     def __init__(
         self, workers: int, start_method: str | None, *, threads: int | None = None
     ) -> None:

@@ -308,19 +308,25 @@ def test_a_checkpoint_held_by_another_process_is_refused_until_it_lets_go(path: 
 def test_a_forked_child_does_not_keep_the_lock(path: str) -> None:
     """A ``fork`` worker that outlives its caller's checkpoint does not hold the file."""
     checkpoint = Checkpoint.open(path, FN)
-    read_end, write_end = os.pipe()
+    go_read, go_write = os.pipe()  # the child waits on it until the end of the test
+    up_read, up_write = os.pipe()  # the child says it runs (its fork hooks have run)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.close(write_end)
-        os.read(read_end, 1)
+        os.close(go_write)
+        os.close(up_read)
+        os.write(up_write, b"u")
+        os.read(go_read, 1)
         os._exit(0)
     try:
-        os.close(read_end)
+        os.close(go_read)
+        os.close(up_write)
+        assert os.read(up_read, 1) == b"u"
         checkpoint.close()
         with Checkpoint.open(path, FN):
             pass
     finally:
-        os.close(write_end)
+        os.close(go_write)
+        os.close(up_read)
         os.waitpid(pid, 0)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import parmap
 from parmap import ParmapError, RemoteTraceback, WorkerCrashedError
+from parmap._errors import CheckpointError
 
 
 def _all_subclasses(cls: type[BaseException]) -> list[type[BaseException]]:
@@ -29,6 +30,7 @@ EXAMPLES: dict[str, Any] = {
     "WorkerCrashedError": lambda: WorkerCrashedError("a worker", exitcode=-9, index=3, pid=42),
     "TaskTimeoutError": lambda: parmap.TaskTimeoutError("item 2", timeout=0.5, index=2),
     "TaskExitError": lambda: parmap.TaskExitError("item 1", code=4, index=1),
+    "CheckpointError": lambda: CheckpointError("run.sqlite", "in use", index=2),
 }
 
 

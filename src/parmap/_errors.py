@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "BackendUnavailableError",
+    "CheckpointError",
     "InitializerError",
     "ParmapError",
     "RemoteTraceback",
@@ -48,6 +49,7 @@ class ParmapError(Exception):
     │   ├── TaskUnpicklingError        an item or the function, unpickled in the worker
     │   ├── ResultPicklingError        a result or an exception, pickled in the worker
     │   └── ResultUnpicklingError      a result or an exception, unpickled in the caller
+    ├── CheckpointError              the checkpoint= file cannot be used: its path and why
     └── BackendUnavailableError      a backend needs an optional extra (also an ImportError)
     ```
 
@@ -191,6 +193,22 @@ class ResultPicklingError(SerializationError):
 
 class ResultUnpicklingError(SerializationError):
     """A result, or the exception your function raised, could not be unpickled in the caller."""
+
+
+class CheckpointError(ParmapError):
+    """The ``checkpoint=`` file cannot be used: another process (or another open checkpoint in
+    this one) holds it, it is not a parmap checkpoint, SQLite failed on it, or a result could not
+    be pickled into it.
+
+    ``path`` is the file, ``reason`` says why; ``index`` is the position of the item whose
+    result could not be stored, where one is to blame.
+    """
+
+    def __init__(self, path: str, reason: str, *, index: int | None = None) -> None:
+        super().__init__(f"checkpoint {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.index = index
 
 
 class BackendUnavailableError(ParmapError, ImportError):

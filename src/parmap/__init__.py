@@ -7,6 +7,7 @@ it are private.
 from ._api import MapIterator as MapIterator
 from ._api import MapOptions as MapOptions
 from ._errors import BackendUnavailableError as BackendUnavailableError
+from ._errors import CheckpointError as CheckpointError
 from ._errors import InitializerError as InitializerError
 from ._errors import ParmapError as ParmapError
 from ._errors import RemoteTraceback as RemoteTraceback
@@ -35,6 +36,7 @@ __all__ = [
     "BackendName",
     "BackendUnavailableError",
     "Channel",
+    "CheckpointError",
     "InitializerError",
     "MapIterator",
     "MapOptions",

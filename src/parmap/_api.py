@@ -27,6 +27,7 @@ from ._chunking import ChunkSizer
 from ._dispatch import Reader, dispatch
 from ._progress import Progress, ProgressOption, make_progress
 from ._recovery import ErrorsOption, LongRun, Recovery, Summary, parse_bytes
+from ._resume import Resume
 from ._seeded import Seeded
 from ._worker import run_rest
 from .backends import Backend, BackendName, Call
@@ -115,6 +116,7 @@ class _Plan:
     sizer: ChunkSizer
     progress: Progress | None
     recovery: Recovery
+    resume: Resume | None = None
 
 
 def default_workers() -> int:
@@ -397,7 +399,7 @@ def _prepare(
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     whole = iterables[0] if len(iterables) == 1 and isinstance(iterables[0], range) else None
     reader = Reader(items, whole)
-    seed = options.get("seed")
+    seed, options_fn = options.get("seed"), fn
     if seed is not None:  # the index travels with each item; see _seeded
         fn, star, reader = Seeded(fn, seed, star), False, Reader(enumerate(items))
     initializer, initargs = options.get("initializer"), options.get("initargs", ())
@@ -416,7 +418,12 @@ def _prepare(
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
     progress = make_progress(api, options.get("progress", False), total)
     sizer = ChunkSizer(chosen.workers, total, options.get("chunksize"), call.max_tasks)
-    return _Plan(chosen, call, reader, sizer, progress, Recovery(policy))
+    recovery = Recovery(policy)
+    path, resume = options.get("checkpoint"), None
+    if path is not None:  # last: it holds the file until the map ends
+        shape = f"seed={options.get('seed')}:star={star}"
+        resume = Resume.open(api, path, options_fn, shape, recovery.summary)
+    return _Plan(chosen, call, reader, sizer, progress, recovery, resume)
 
 
 # -- the dispatch loop ---------------------------------------------------------------------------
@@ -432,9 +439,12 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
     call, reader, progress = plan.call, plan.items, plan.progress
     try:
         backend = plan.backend
-        if isinstance(backend, Auto):
+        if isinstance(backend, Auto) and plan.resume is not None:
+            backend = backend.to_workers(call)  # every item goes through the checkpoint
+        elif isinstance(backend, Auto):
             backend = yield from backend.probe(call, reader, plan.sizer, progress)
         plain = call.timeout is None and call.initializer is None and not call.keep_going
+        plain = plain and plan.resume is None
         if backend.runs_in_caller and plain and not bounded and progress is None:
             yield run_rest(call.fn, call.star, reader.position, reader.rest())
             return
@@ -445,12 +455,15 @@ def _drive(plan: _Plan, *, ordered: bool, bounded: bool) -> Iterator[list[Any]]:
             plan.sizer,
             progress,
             plan.recovery,
+            plan.resume,
             ordered=ordered,
             bounded=bounded,
         )
     finally:
         if progress is not None:
             progress.close()
+        if plan.resume is not None:
+            plan.resume.close()
 
 
 class MapIterator(Iterator[R], Generic[R]):

@@ -118,7 +118,7 @@ class Auto:
         yield their results (raise the first failure, as the loop would); return the engine
         that runs the rest."""
         if self._isolate(call) or self._known_costly(call.fn):
-            return self._workers(call)
+            return self.to_workers(call)
         while self.decision is None:
             position = reader.position
             # Once each item is known to pay for shipping it, one more at a time: a dear item
@@ -137,7 +137,7 @@ class Auto:
                 progress.advance(len(items))
             self._measure(call, chunk, outcome)
             yield outcome.results
-        return self._here() if self.decision == "serial" else self._workers(call)
+        return self._here() if self.decision == "serial" else self.to_workers(call)
 
     @staticmethod
     def _isolate(call: Call) -> bool:
@@ -154,7 +154,7 @@ class Auto:
         self.decision = "serial"
         return SerialBackend()
 
-    def _workers(self, call: Call) -> Backend:
+    def to_workers(self, call: Call) -> Backend:
         """Worker processes, or the caller if the function will not pickle."""
         if not self._isolate(call):
             try:

@@ -28,6 +28,7 @@ from ._errors import note_item
 from ._progress import Progress
 from ._recovery import Recovery
 from ._reorder import Reorder
+from ._resume import Resume
 from ._worker import Failure
 from .backends import Backend, Call, Chunk, Outcome
 
@@ -83,9 +84,16 @@ class Window:
     """
 
     def __init__(
-        self, backend: Backend, call: Call, reader: Reader, sizer: ChunkSizer, per_worker: int
+        self,
+        backend: Backend,
+        call: Call,
+        reader: Reader,
+        sizer: ChunkSizer,
+        per_worker: int,
+        resume: Resume | None = None,
     ) -> None:
         self.backend, self.call, self.reader, self.sizer = backend, call, reader, sizer
+        self.resume = resume
         here = backend.runs_in_caller
         self.limit = 1 if here else per_worker * backend.workers
         self.spread = not here  # one thread running the chunks in turn has no tail to balance
@@ -94,21 +102,32 @@ class Window:
         self.exhausted = False
         self.started = False
 
-    def fill(self, order: Reorder) -> None:
+    def fill(self, order: Reorder) -> list[Outcome]:
+        """Read and submit while there is room; the outcomes known without running anything
+        (results stored by ``checkpoint=``), if any, as soon as there are some."""
         while order.failure is None and not self.exhausted:
             if len(self.running) + order.held >= self.limit:
-                return
+                return []
             position = self.reader.position
             try:
                 items = self.reader.take(self.sizer.next_size(position, spread=self.spread))
             except Exception as exc:  # the input raised: the loop would raise it here
                 order.fail(position, exc)
                 self.exhausted = True
-                return
+                return []
             if not items:
                 self.exhausted = True
-                return
-            self._submit(Chunk(position, items))
+                return []
+            chunk = Chunk(position, items)
+            if self.resume is None:
+                self._submit(chunk)
+                continue
+            stored, todo = self.resume.split(chunk)
+            for part in todo:
+                self._submit(part)
+            if stored:
+                return stored
+        return []
 
     def _submit(self, chunk: Chunk) -> None:
         if not self.started:  # only once there is work: an empty input starts nothing
@@ -122,6 +141,8 @@ class Window:
         self._submit(chunk)
 
     def finished(self, outcome: Outcome) -> None:
+        if outcome.chunk.start not in self.running:
+            return  # read from the checkpoint: nothing ran
         self.running.discard(outcome.chunk.start)
         if outcome.failure is None and len(outcome.results) == len(outcome.chunk.items):
             self.sizer.observe(len(outcome.chunk.items), outcome.seconds)
@@ -134,6 +155,7 @@ def dispatch(
     sizer: ChunkSizer,
     progress: Progress | None,
     recovery: Recovery,
+    resume: Resume | None = None,
     *,
     ordered: bool,
     bounded: bool,
@@ -142,11 +164,11 @@ def dispatch(
 
     ``bounded``: finished chunks waiting to be consumed count against a larger window
     (``imap``), so that a slow consumer stops the reading of input. ``recovery``: what a
-    failure leads to (see ``_recovery``: by default, the loop's error).
+    failure leads to (see ``_recovery``: by default, the loop's error). ``resume``: the call's
+    ``checkpoint=`` (see ``_resume``): stored results are handed on unrun, new ones stored.
     """
-    window = Window(
-        backend, call, reader, sizer, WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER
-    )
+    per_worker = WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER
+    window = Window(backend, call, reader, sizer, per_worker, resume)
     order = Reorder(ordered=ordered, start=reader.position)
 
     def again(chunk: Chunk) -> None:
@@ -156,14 +178,18 @@ def dispatch(
     finished = False
     try:
         while True:
-            window.fill(order)
-            if not window.running:
-                break
-            for outcome in backend.wait():
+            outcomes = window.fill(order)
+            if not outcomes:
+                if not window.running:
+                    break
+                outcomes = backend.wait()
+            for outcome in outcomes:
                 window.finished(outcome)
                 for piece in recovery.settle(outcome, again):
                     if progress is not None and piece.failure is None:
                         progress.advance(len(piece.results), recovery.summary)
+                    if resume is not None:
+                        resume.keep(piece, recovery.returned)
                     order.add(piece)
             yield from order.drain()
             if order.settled(window.running):

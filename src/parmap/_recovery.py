@@ -98,6 +98,8 @@ class Recovery:
     summary: Summary = field(default_factory=Summary)
     #: Failed runs so far, by item index.
     failures: dict[int, int] = field(default_factory=dict)
+    #: Items whose slot holds their exception (``errors="return"``).
+    returned: set[int] = field(default_factory=set)
 
     def settle(
         self, outcome: Outcome, again: Callable[[Chunk], None]
@@ -134,6 +136,7 @@ class Recovery:
             if self.policy.errors == "return":
                 note_item(error, index)
                 item.results = [error]
+                self.returned.add(index)
             else:
                 item.failure = (index, error)
                 return [*pieces, item]  # the loop stops here: the rest is never needed

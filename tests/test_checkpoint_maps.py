@@ -22,7 +22,7 @@ from parmap import CheckpointError, imap, pmap
 from .conftest import ENGINES, each_backend_and_method_once, with_engines
 from .helpers import Lines, session_leftovers
 
-WORK = '''
+WORK = """
 import os, time
 
 def work(x):
@@ -31,7 +31,7 @@ def work(x):
     if os.environ.get("PARMAP_TEST_BLOCK") and x >= 20:
         time.sleep(3600)  # the caller is killed meanwhile
     return x * x
-'''
+"""
 
 CALLER = """
 import sys
@@ -64,7 +64,7 @@ def test_a_caller_killed_half_way_resumes_with_only_the_missing_items(
     (tmp_path / "work.py").write_text(WORK)
     store = tmp_path / "run.sqlite"
     env = {**os.environ, "PARMAP_TEST_LOG": str(tmp_path / "first.log"), "PARMAP_TEST_BLOCK": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent.parent / "src")] + sys.path)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent.parent / "src"), *sys.path])
     proc = subprocess.Popen(
         [sys.executable, "-c", CALLER, str(tmp_path), str(store)],
         stdout=subprocess.PIPE,
@@ -84,7 +84,8 @@ def test_a_caller_killed_half_way_resumes_with_only_the_missing_items(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         proc.stdout.close()
         proc.stderr.close()
         assert not session_leftovers(proc.pid, timeout=10)  # its workers died with it
@@ -132,9 +133,7 @@ def test_a_changed_function_is_never_answered_from_the_store(tmp_path: Path) -> 
     # A function edited under the same name: its code differs.
     namespace: dict[str, Any] = {}
     exec(textwrap.dedent("def _square(x):\n    return x * x + 1\n"), namespace)
-    assert pmap(namespace["_square"], range(10), checkpoint=store) == [
-        x * x + 1 for x in range(10)
-    ]
+    assert pmap(namespace["_square"], range(10), checkpoint=store) == [x * x + 1 for x in range(10)]
 
 
 def test_a_changed_item_is_computed_again(tmp_path: Path) -> None:
@@ -165,7 +164,7 @@ def test_one_checkpoint_used_twice_at_once_is_refused_at_call_time(tmp_path: Pat
     store = tmp_path / "run.sqlite"
     with imap(_square, range(10), checkpoint=store, backend="thread") as it:
         assert next(it) == 0
-        with pytest.raises(CheckpointError, match="run.sqlite"):
+        with pytest.raises(CheckpointError, match=r"run\.sqlite"):
             pmap(_square, range(10), checkpoint=store, backend="thread")
     assert pmap(_square, range(3), checkpoint=store, backend="thread") == [0, 1, 4]
 
@@ -173,7 +172,7 @@ def test_one_checkpoint_used_twice_at_once_is_refused_at_call_time(tmp_path: Pat
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "notes.txt"
     store.write_text("not a database\n" * 100)
-    with pytest.raises(CheckpointError, match="notes.txt"):
+    with pytest.raises(CheckpointError, match=r"notes\.txt"):
         pmap(_square, range(3), checkpoint=store)
 
 

@@ -34,6 +34,7 @@ import pickle
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -101,10 +102,19 @@ class _Worker:
         self.proc, self.conn, self.slot = proc, conn, slot
         #: The chunks sent to this worker and not yet answered.
         self.held: deque[_Job] = deque()
+        #: Items of the chunks it has answered (for ``retire_after``).
+        self.ran = 0
 
 
 class ProcessBackend(Backend):
     name = "process"
+
+    #: False for a long-lived engine (``ProcessExecutor``): a dead worker is always replaced,
+    #: with no per-call cap on respawns (a worker that dies while starting still gives up).
+    respawn_cap: bool = True
+    #: A worker quits and a fresh one takes its slot once it has answered this many items
+    #: (None: never). Only whole chunks are counted: a chunk is never split.
+    retire_after: int | None = None
 
     def __init__(
         self,
@@ -175,13 +185,48 @@ class ProcessBackend(Backend):
         outcomes, self._ready = self._ready, []
         return outcomes
 
-    def _pump(self, timeout: float | None) -> None:
+    def poll(self, extra: Sequence[Any], timeout: float | None) -> list[Outcome]:
+        """Like ``wait``, but also return (perhaps with no outcome) as soon as one of the
+        ``extra`` handles is ready or ``timeout`` passes: for an engine's owner that waits
+        for new work as well (``ProcessExecutor``'s manager thread)."""
+        if not self._ready:
+            interval = self._poll_interval()
+            if interval is not None and (timeout is None or interval < timeout):
+                timeout = interval
+            self._pump(timeout, extra)
+        outcomes, self._ready = self._ready, []
+        return outcomes
+
+    def withdraw(self, chunk: Chunk) -> bool:
+        """Take back a submitted chunk that has no outcome yet, and report none for it: it
+        leaves the backlog, or the worker running it is killed and replaced (the chunks
+        queued behind it go back to the backlog). False where it cannot be taken back: it
+        is queued behind another chunk in a worker's pipe (its outcome will come), or it is
+        not out at all."""
+        for job in self._backlog:
+            if job.chunk is chunk:
+                self._backlog.remove(job)
+                return True
+        for worker in self._pool:
+            if worker.held and worker.held[0].chunk is chunk:
+                worker.proc.kill()
+                worker.held.popleft()
+                self._replace(worker)
+                return True
+        return False
+
+    @property
+    def gave_up(self) -> WorkerCrashedError | None:
+        """Why workers cannot run this call (see ``_give_up``); None while they can."""
+        return self._broken
+
+    def _pump(self, timeout: float | None, extra: Sequence[Any] = ()) -> None:
         """One look at every pipe and sentinel: read replies, notice deaths, dispatch."""
         # Map handles to workers before acting on any: replacing a dead worker can hand its
         # closed sentinel's fd number to the new worker's sentinel.
         conns = {w.conn: w for w in self._pool if w.held}
         sentinels = {w.proc.sentinel: w for w in self._pool}
-        ready = wait([*conns, *sentinels], timeout)  # timeout None: until something happens
+        ready = wait([*conns, *sentinels, *extra], timeout)  # None: until something happens
         AT_EXIT.abandon()  # the workers may have been killed at exit: not a crash to report
         for handle in ready:
             if handle in conns:
@@ -246,7 +291,12 @@ class ProcessBackend(Backend):
     def _dispatch(self) -> None:
         while self._backlog:
             job = self._backlog[0]
-            worker = min(self._pool, key=lambda w: len(w.held))
+            pool = self._pool
+            if self.retire_after is not None:
+                pool = [w for w in pool if w.ran + _items(w.held) < self.retire_after]
+                if not pool:
+                    return  # each worker has all the items it may run; they retire as they end
+            worker = min(pool, key=lambda w: len(w.held))
             if worker.held and (
                 len(worker.held) >= DEPTH or job.size > PREFETCH_BYTES or len(job.chunk.items) == 1
             ):
@@ -264,6 +314,18 @@ class ProcessBackend(Backend):
             self._lost(worker)
             return
         self._ready.append(outcome)
+        if self.retire_after is not None:
+            worker.ran += len(outcome.chunk.items)
+            if worker.ran >= self.retire_after and not worker.held:
+                self._retire(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """An idle worker has run its ``retire_after`` items: it quits, a fresh one takes over."""
+        with contextlib.suppress(OSError):
+            worker.conn.send_bytes(TAG_QUIT)
+        if join_exit(worker.proc, QUIT_GRACE) is None:
+            worker.proc.kill()
+        self._replace(worker, counted=False)
 
     def _read_reply(self, worker: _Worker) -> Outcome:
         main, sizes = split_framed(memoryview(worker.conn.recv_bytes()))
@@ -301,14 +363,15 @@ class ProcessBackend(Backend):
             return False
         return True
 
-    def _replace(self, worker: _Worker) -> None:
-        """Put a fresh worker in a dead (or killed) worker's slot; requeue its unstarted chunks."""
+    def _replace(self, worker: _Worker, *, counted: bool = True) -> None:
+        """Put a fresh worker in a dead (or killed) worker's slot; requeue its unstarted chunks.
+        ``counted``: a respawn toward the cap (a retiring worker is not one)."""
         self._backlog.extendleft(reversed(worker.held))
         worker.held.clear()
         worker.conn.close()
         exitcode = _close(worker.proc)
-        self._respawns += 1
-        if self._respawns > 2 * self.workers + 2:
+        self._respawns += counted
+        if self.respawn_cap and self._respawns > 2 * self.workers + 2:
             self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
             return
         fresh = self._spawn(worker.slot)
@@ -367,6 +430,10 @@ def stop_workers(pool: list[_Worker]) -> None:
             worker.proc.kill()
         _close(worker.proc)
         worker.conn.close()
+
+
+def _items(held: deque[_Job]) -> int:
+    return sum(len(job.chunk.items) for job in held)
 
 
 def _close(proc: BaseProcess) -> int | None:

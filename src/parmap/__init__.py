@@ -21,6 +21,7 @@ from ._errors import TaskPicklingError as TaskPicklingError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import TaskUnpicklingError as TaskUnpicklingError
 from ._errors import WorkerCrashedError as WorkerCrashedError
+from ._process_executor import ProcessExecutor as ProcessExecutor
 from ._processes import run_processes as run_processes
 from ._queues import Channel as Channel
 from ._queues import queue_collect as queue_collect
@@ -38,6 +39,7 @@ __all__ = [
     "MapIterator",
     "MapOptions",
     "ParmapError",
+    "ProcessExecutor",
     "RemoteTraceback",
     "ResultPicklingError",
     "ResultUnpicklingError",

@@ -2,25 +2,23 @@
 
 ::
 
-    caller threads                 manager thread (one per executor)           workers
-    --------------                 ---------------------------------           -------
-    submit(fn, *a, **k)            loop:
-      fn pickled (by reference,      take requests
-      else cloudpickle); a         ─►  pending work -> the "process"
-      one-item Chunk and a           backend, at most OUT_PER_WORKER   ──C──►  _run_task: unpickle fn
-      _Future (PENDING)  ──┐         chunks per worker out (the                 (cached per function),
-    map(fn, *its): a window│         future then RUNNING)                      fn(*args, **kwargs)
-      of chunks, refilled  ├─►  requests (deque) + one byte on         reply ◄──  (results, or the failure)
-      as results are read  │    the wake-up pipe, which the
-    future.cancel() ───────┤    backend's wait also watches       ◄── sentinels: a death
-    shutdown() ────────────┘     backend.poll([wake-up pipe])
-                                   an outcome -> set_result / set_exception
-                                   a death    -> WorkerCrashedError on the future it ran;
-                                                 the slot is refilled (no "broken" state)
-                                   an overrun -> the worker killed: TaskTimeoutError
-                                   a RUNNING future cancelled -> backend.withdraw: its
-                                                 worker killed and replaced
-                                 no work left after shutdown(): workers quit, thread ends
+    caller threads                  manager thread (one per executor)      worker i
+    --------------                  ---------------------------------      --------
+    submit(fn, *a, **k): fn pickled
+      with the task; a one-item      loop:
+      chunk, a _Future (PENDING) ─┐    take the requests
+    map(fn, *its): a window of    │    pending work -> ProcessBackend,
+      chunks, refilled as results ├─►  at most OUT_PER_WORKER chunks per ─C─► _run_task:
+      are read                    │    worker out (future: RUNNING)            fn (cached per
+    future.cancel() ──────────────┤    backend.poll([wake-up pipe])            bytes)(*a, **k)
+    shutdown() ───────────────────┘      a reply    -> set_result /    ◄─────  reply
+      requests (a deque) + a byte                      set_exception
+      on the wake-up pipe, which         a sentinel -> WorkerCrashedError on the
+      the backend's wait watches                       future it ran; slot refilled
+                                         an overrun -> worker killed: TaskTimeoutError
+                                       a RUNNING future cancelled -> backend.withdraw:
+                                         its worker killed and replaced
+                                     shut down and no work left: workers quit, it ends
 
 The manager is the only thread that touches the backend (``ProcessBackend``, the engine of
 ``backend="process"``: its pipes, progress board, worker loop and the attribution of deaths and
@@ -50,12 +48,11 @@ import time
 import types
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
-    RUNNING,
 )
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -128,7 +125,9 @@ def _function_bytes(fn: Callable[..., Any]) -> bytes:
     try:
         return dumps_function(fn)
     except (Exception, SystemExit) as exc:
-        raise TaskPicklingError(f"the function {fn!r} could not be pickled: {describe(exc)}") from exc
+        raise TaskPicklingError(
+            f"the function {fn!r} could not be pickled: {describe(exc)}"
+        ) from exc
 
 
 class _Future(cf.Future[R]):
@@ -468,7 +467,7 @@ class ProcessExecutor(cf.Executor):
         future: cf.Future[R] = work.future
         return future
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., R],
         *iterables: Iterable[Any],
@@ -491,14 +490,16 @@ class ProcessExecutor(cf.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._max_tasks is not None:
             chunksize = min(chunksize or self._max_tasks, self._max_tasks)
-        total = len(iterables[0]) if len(iterables) == 1 and _sized(iterables[0]) else None
+        first = iterables[0] if len(iterables) == 1 else None
+        total = len(first) if isinstance(first, Sized) else None
         sizer = ChunkSizer(self._workers, total, chunksize)
         try:
             fn_bytes = _function_bytes(fn)
         except TaskPicklingError as error:
             return _raise_later(error)
-        mapping: _Mapping[R] = _Mapping(self, fn_bytes, zip(*iterables), sizer, buffersize,
-                                        MAP_WINDOW_PER_WORKER * self._workers)  # fmt: skip
+        args = zip(*iterables, strict=False)
+        window = MAP_WINDOW_PER_WORKER * self._workers
+        mapping: _Mapping[R] = _Mapping(self, fn_bytes, args, sizer, buffersize, window)
         mapping.fill()
         return mapping.results(deadline)
 
@@ -508,7 +509,9 @@ class ProcessExecutor(cf.Executor):
         manager = self._manager
         if cancel_futures:
             with contextlib.suppress(RuntimeError):
-                manager.request(_CANCEL_PENDING, refuse="cannot schedule new futures after shutdown")
+                manager.request(
+                    _CANCEL_PENDING, refuse="cannot schedule new futures after shutdown"
+                )
         with contextlib.suppress(RuntimeError):
             manager.request(_CLOSE, refuse="cannot schedule new futures after shutdown")
         if wait and manager.thread is not threading.current_thread():
@@ -524,10 +527,6 @@ def _default_start_method() -> str:
 
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
-
-
-def _sized(iterable: Iterable[Any]) -> bool:
-    return hasattr(iterable, "__len__")
 
 
 def _raise_later(error: BaseException) -> Iterator[Any]:

@@ -212,6 +212,7 @@ class ProcessBackend(Backend):
                 worker.proc.kill()
                 worker.held.popleft()
                 self._replace(worker)
+                self._dispatch()  # the backlog may have waited for this worker
                 return True
         return False
 

@@ -69,7 +69,7 @@ def main() -> None:
             print("| variant | median ms [min-max] | cost per item, us [min-max] |")
             print("|---|---|---|")
             for variant, seconds in times.items():
-                extra = [(s - p) / len(items) * 1e6 for s, p in zip(seconds, plain)]
+                extra = [(s - p) / len(items) * 1e6 for s, p in zip(seconds, plain, strict=True)]
                 cost = (
                     "-"
                     if variant == "plain"

@@ -22,6 +22,7 @@ from ._errors import WorkerCrashedError as WorkerCrashedError
 from ._maps import imap as imap
 from ._maps import pmap as pmap
 from ._maps import pstarmap as pstarmap
+from ._process_executor import ProcessExecutor as ProcessExecutor
 from ._processes import run_processes as run_processes
 from ._queues import Channel as Channel
 from ._queues import queue_collect as queue_collect
@@ -41,6 +42,7 @@ __all__ = [
     "MapIterator",
     "MapOptions",
     "ParmapError",
+    "ProcessExecutor",
     "RemoteTraceback",
     "ResultPicklingError",
     "ResultUnpicklingError",

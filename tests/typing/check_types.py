@@ -8,6 +8,7 @@ Each ``assert_type`` fails mypy if parmap's signatures infer the wrong type; eac
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Iterator
 from typing import Any
 
 from typing_extensions import assert_type
@@ -101,3 +102,18 @@ def check_long_maps() -> None:
     pmap(to_str, [1], errors="skip")  # type: ignore[call-overload]
     pmap(to_str, [1], retries="2")  # type: ignore[call-overload]
     pmap(to_str, [1], retry_on=[ValueError])  # type: ignore[call-overload]
+
+
+def check_process_executor() -> None:
+    with parmap.ProcessExecutor(2, timeout=1.0) as executor:
+        assert_type(executor, parmap.ProcessExecutor)
+        assert_type(executor.submit(to_str, 1), cf.Future[str])
+        assert_type(executor.submit(add, 1, b=2.0), cf.Future[float])
+        assert_type(executor.submit(lambda: b"x"), cf.Future[bytes])
+        assert_type(executor.map(to_str, [1, 2]), Iterator[str])
+        assert_type(executor.map(add, [1], [2.0], timeout=1, chunksize=4), Iterator[float])
+        assert_type(executor.map(to_str, [1], buffersize=8), Iterator[str])
+        executor.submit(to_str, "1")  # type: ignore[arg-type]
+        executor.submit(add, 1)  # type: ignore[call-arg]
+        executor.submit(to_str, 1, colour="red")  # type: ignore[call-arg]
+    parmap.ProcessExecutor(max_tasks_per_worker="2")  # type: ignore[arg-type]

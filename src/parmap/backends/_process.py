@@ -34,6 +34,7 @@ import pickle
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -111,6 +112,10 @@ class ProcessBackend(Backend):
     name = "process"
     recycles = True
 
+    #: False for a long-lived engine (``ProcessExecutor``): a dead worker is always replaced,
+    #: with no per-call cap on respawns (a worker that dies while starting still gives up).
+    respawn_cap: bool = True
+
     def __init__(
         self,
         workers: int,
@@ -182,13 +187,49 @@ class ProcessBackend(Backend):
         outcomes, self._ready = self._ready, []
         return outcomes
 
-    def _pump(self, timeout: float | None) -> None:
+    def poll(self, extra: Sequence[Any], timeout: float | None) -> list[Outcome]:
+        """Like ``wait``, but also return (perhaps with no outcome) as soon as one of the
+        ``extra`` handles is ready or ``timeout`` passes: for an engine's owner that waits
+        for new work as well (``ProcessExecutor``'s manager thread)."""
+        if not self._ready:
+            interval = self._poll_interval()
+            if interval is not None and (timeout is None or interval < timeout):
+                timeout = interval
+            self._pump(timeout, extra)
+        outcomes, self._ready = self._ready, []
+        return outcomes
+
+    def withdraw(self, chunk: Chunk) -> bool:
+        """Take back a submitted chunk that has no outcome yet, and report none for it: it
+        leaves the backlog, or the worker running it is killed and replaced (the chunks
+        queued behind it go back to the backlog). False where it cannot be taken back: it
+        is queued behind another chunk in a worker's pipe (its outcome will come), or it is
+        not out at all."""
+        for job in self._backlog:
+            if job.chunk is chunk:
+                self._backlog.remove(job)
+                return True
+        for worker in self._pool:
+            if worker.held and worker.held[0].chunk is chunk:
+                worker.proc.kill()
+                worker.held.popleft()
+                self._replace(worker, blamed=True)  # withdrawn: not a death to count
+                self._dispatch()  # the backlog may have waited for this worker
+                return True
+        return False
+
+    @property
+    def gave_up(self) -> WorkerCrashedError | None:
+        """Why workers cannot run this call (see ``_give_up``); None while they can."""
+        return self._broken
+
+    def _pump(self, timeout: float | None, extra: Sequence[Any] = ()) -> None:
         """One look at every pipe and sentinel: read replies, notice deaths, dispatch."""
         # Map handles to workers before acting on any: replacing a dead worker can hand its
         # closed sentinel's fd number to the new worker's sentinel.
         conns = {w.conn: w for w in self._pool if w.held}
         sentinels = {w.proc.sentinel: w for w in self._pool}
-        ready = wait([*conns, *sentinels], timeout)  # timeout None: until something happens
+        ready = wait([*conns, *sentinels, *extra], timeout)  # None: until something happens
         AT_EXIT.abandon()  # the workers may have been killed at exit: not a crash to report
         for handle in ready:
             if handle in conns:
@@ -360,7 +401,7 @@ class ProcessBackend(Backend):
         worker.conn.close()
         exitcode = _close(worker.proc)
         self._respawns += 0 if blamed else 1
-        if self._respawns > 2 * self.workers + 2:
+        if self.respawn_cap and self._respawns > 2 * self.workers + 2:
             self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
             return
         fresh = self._spawn(worker.slot)

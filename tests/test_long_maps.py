@@ -108,7 +108,7 @@ def test_an_item_whose_worker_dies_once_completes_with_one_retry(
     assert it.summary.failed == 0
 
 
-@with_engines(RECOVERING)
+@with_engines(each_backend_and_method_once(RECOVERING))
 def test_an_item_that_always_kills_its_worker_fails_after_retries_plus_one_attempts(
     engine: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -160,9 +160,9 @@ def test_a_retried_item_draws_the_same_random_numbers(
 # -- keep going ----------------------------------------------------------------------------------
 
 
-@with_engines([e for e in RECOVERING if e.kills_on_timeout])
+@with_engines(each_backend_and_method_once([e for e in RECOVERING if e.kills_on_timeout]))
 def test_errors_return_holds_each_failure_in_its_slot(engine: dict[str, Any]) -> None:
-    results = pmap(mixed_faults, range(9), errors="return", timeout=2, **engine)
+    results = pmap(mixed_faults, range(9), errors="return", timeout=1.5, **engine)
     assert [r for i, r in enumerate(results) if i not in (2, 4, 6)] == [
         x * 10 for x in (0, 1, 3, 5, 7, 8)
     ]

@@ -328,3 +328,22 @@ def test_summary_is_public_and_starts_empty() -> None:
     assert it.summary == parmap.Summary()
     assert list(it) == [1, 2]
     assert it.summary.failed == 0
+
+
+def test_the_progress_bar_shows_retries_and_failures() -> None:
+    from parmap._progress import Progress
+    from parmap._recovery import Summary
+
+    class Bar:
+        postfix: dict[str, int] = {}
+
+        def set_postfix(self, shown: dict[str, int], refresh: bool) -> None:
+            self.postfix = shown
+
+    bar, seen = Bar(), []
+    progress = Progress(lambda done, total: seen.append(done), 10, bar)
+    progress.advance(3, Summary())
+    assert bar.postfix == {}
+    progress.advance(2, Summary(retried=1, failed=2))
+    assert bar.postfix == {"retried": 1, "failed": 2}
+    assert seen == [3, 5]

@@ -335,7 +335,8 @@ def test_the_progress_bar_shows_retries_and_failures() -> None:
     from parmap._recovery import Summary
 
     class Bar:
-        postfix: dict[str, int] = {}
+        def __init__(self) -> None:
+            self.postfix: dict[str, int] = {}
 
         def set_postfix(self, shown: dict[str, int], refresh: bool) -> None:
             self.postfix = shown

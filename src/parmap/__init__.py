@@ -9,6 +9,9 @@ from ._api import MapOptions as MapOptions
 from ._api import imap as imap
 from ._api import pmap as pmap
 from ._api import pstarmap as pstarmap
+from ._async import AsyncMapIterator as AsyncMapIterator
+from ._async import aimap as aimap
+from ._async import apmap as apmap
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import InitializerError as InitializerError
 from ._errors import ParmapError as ParmapError
@@ -31,6 +34,7 @@ from .backends import shutdown as shutdown
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncMapIterator",
     "BackendName",
     "BackendUnavailableError",
     "Channel",
@@ -47,6 +51,8 @@ __all__ = [
     "TaskTimeoutError",
     "TaskUnpicklingError",
     "WorkerCrashedError",
+    "aimap",
+    "apmap",
     "imap",
     "pmap",
     "pstarmap",

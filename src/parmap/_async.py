@@ -143,7 +143,9 @@ class _Run:
 
     def _close(self) -> None:
         self.done = True
-        self._chunks.close()
+        close = getattr(self._chunks, "close", None)  # a generator: its finally stops the backend
+        if close is not None:
+            close()
 
 
 async def _in_thread(run: _Run, work: Callable[[], T]) -> T:

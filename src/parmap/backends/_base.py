@@ -183,7 +183,7 @@ class Backend(ABC):
         except workers it keeps warm for the next call.
         """
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> None:  # noqa: B027 - by default there is nothing to interrupt
         """Make a ``wait()`` blocked in another thread return soon (``apmap``'s cancellation).
 
         Called from any thread, at any time: before ``start``, during it, after ``stop``. An

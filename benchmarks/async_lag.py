@@ -65,7 +65,6 @@ async def measure(label: str, run: Callable[[], Any], sync: Callable[[], Any] | 
 
 
 async def main() -> None:
-    print(f"{anyio.get_current_backend()}" if hasattr(anyio, "get_current_backend") else "")
     await measure("idle (1 s)", lambda: anyio.sleep(1.0), None)
     items = range(1_000_000)
     await measure(

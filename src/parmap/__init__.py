@@ -6,6 +6,9 @@ it are private.
 
 from ._api import MapIterator as MapIterator
 from ._api import MapOptions as MapOptions
+from ._async import AsyncMapIterator as AsyncMapIterator
+from ._async import aimap as aimap
+from ._async import apmap as apmap
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import CheckpointError as CheckpointError
 from ._errors import InitializerError as InitializerError
@@ -34,6 +37,7 @@ from .backends import shutdown as shutdown
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncMapIterator",
     "BackendName",
     "BackendUnavailableError",
     "Channel",
@@ -53,6 +57,8 @@ __all__ = [
     "TaskTimeoutError",
     "TaskUnpicklingError",
     "WorkerCrashedError",
+    "aimap",
+    "apmap",
     "imap",
     "pmap",
     "pstarmap",

@@ -103,6 +103,8 @@ class Auto:
         self._threads = threads
         #: ``"serial"`` or ``"process"`` once decided.
         self.decision: str | None = None
+        #: The engine that runs the rest, once decided (what ``apmap`` interrupts).
+        self.engine: Backend | None = None
         self._probed = 0
         self._seconds = 0.0
         self._ship = 0.0
@@ -152,7 +154,8 @@ class Auto:
 
     def _here(self) -> Backend:
         self.decision = "serial"
-        return SerialBackend()
+        self.engine = SerialBackend()
+        return self.engine
 
     def to_workers(self, call: Call) -> Backend:
         """Worker processes, or the caller if the function will not pickle."""
@@ -164,7 +167,8 @@ class Auto:
         self.decision = "process"
         from .backends._process import ProcessBackend  # not at import: ``import parmap`` is light
 
-        return ProcessBackend(self.workers, self._start_method, threads=self._threads)
+        self.engine = ProcessBackend(self.workers, self._start_method, threads=self._threads)
+        return self.engine
 
     def _known_costly(self, fn: Callable[..., Any]) -> bool:
         try:

@@ -205,6 +205,16 @@ class Backend(ABC):
         except workers it keeps warm for the next call.
         """
 
+    def interrupt(self) -> None:  # noqa: B027 - by default there is nothing to interrupt
+        """Make a ``wait()`` blocked in another thread return soon (``apmap``'s cancellation).
+
+        Called from any thread, at any time: before ``start``, during it, after ``stop``. An
+        engine whose items run in processes it owns kills the ones running this call's chunks,
+        which then fail as crashes; the caller stops the call. By default nothing: an item
+        running in a thread or in the caller cannot be interrupted, and ``wait()`` returns when
+        it does.
+        """
+
 
 def crash_failure(
     chunk: Chunk, view: SlotView | None, exitcode: int | None, pid: int | None

@@ -141,6 +141,9 @@ class ProcessBackend(Backend):
         #: Why workers cannot run this call (they die starting, or one after another): every
         #: chunk fails with it, and no worker is started again until the next call.
         self._broken: WorkerCrashedError | None = None
+        #: Held by ``interrupt`` and by ``stop`` as it ends the call: no worker is killed once
+        #: it may be warm for another call.
+        self._interrupting = threading.Lock()
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -243,7 +246,8 @@ class ProcessBackend(Backend):
     def stop(self, *, abort: bool) -> None:
         self._backlog.clear()
         self._ready.clear()
-        self._call = None
+        with self._interrupting:
+            self._call = None
         idle = not any(w.held or w.spent for w in self._pool)  # none above its memory limit
         if self.warm and not abort and self._pool and idle:
             for worker in list(self._pool):
@@ -254,6 +258,17 @@ class ProcessBackend(Backend):
         else:
             pool, self._pool = self._pool, []
             stop_workers(pool)
+
+    def interrupt(self) -> None:
+        """Kill the workers holding this call's chunks (from any thread): a blocked ``wait()``
+        returns with their chunks failed. A call not started, or stopped, is left alone."""
+        with self._interrupting:
+            if self._call is None:
+                return
+            for worker in list(self._pool):
+                if worker.held:
+                    with contextlib.suppress(OSError, ValueError):  # gone, or closed
+                        worker.proc.kill()
 
     def _key(self) -> WarmKey:
         return self._ctx.get_start_method(), self.workers, self.threads

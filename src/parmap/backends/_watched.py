@@ -11,6 +11,7 @@ would every worker the engine started after it: Pool would respawn them forever.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -133,6 +134,14 @@ class WatchedPool(FutureBackend):
         # Workers the engine replaced are remembered by multiprocessing until its next clean-up,
         # and their sentinels stay open until then: clean up now.
         multiprocessing.active_children()
+
+    def interrupt(self) -> None:
+        """Kill the engine's workers (from any thread): ``wait()`` sees the deaths."""
+        if self._call is None:
+            return
+        for proc in self._processes():
+            with contextlib.suppress(OSError, ValueError):  # gone, or closed
+                proc.kill()
 
     def _submitted(self) -> None:
         self._track()

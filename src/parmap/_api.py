@@ -25,11 +25,11 @@ from . import backends
 from ._auto import Auto
 from ._chunking import ChunkSizer
 from ._dispatch import Reader, dispatch
+from ._local import run_rest
 from ._progress import Progress, ProgressOption, make_progress
 from ._recovery import ErrorsOption, LongRun, Recovery, Summary, parse_bytes
 from ._resume import Resume
 from ._seeded import Seeded
-from ._worker import run_rest
 from .backends import Backend, BackendName, Call
 
 __all__ = ["MapIterator", "MapOptions", "default_workers"]

@@ -29,7 +29,7 @@ from ._progress import Progress
 from ._recovery import Recovery
 from ._reorder import Reorder
 from ._resume import Resume
-from ._worker import Failure
+from ._wire import Failure
 from .backends import Backend, Call, Chunk, Outcome
 
 __all__ = ["IN_FLIGHT_PER_WORKER", "WINDOW_PER_WORKER", "Reader", "dispatch", "noted"]

@@ -41,7 +41,8 @@ from ._errors import (
 )
 from ._exit import AT_EXIT
 from ._serialize import dumps_items, dumps_task, loads
-from ._worker import Failure, become_worker, decode, install, run_chunk, run_items
+from ._wire import Done, Failure, Spec, decode_reply
+from ._worker import become_worker, install, run_chunk, run_items
 from .backends._base import why_startup_failed
 
 __all__ = ["Family", "child_reply", "run_processes"]
@@ -58,7 +59,7 @@ EXIT_GRACE = 5.0
 def child_reply(caller: int, fn_bytes: bytes, index: int, payload: bytes, *extra: Any) -> bytes:
     """In a child: run ``fn(*args, *extra)`` once, as a pool worker runs an item; the reply."""
     become_worker(caller)
-    install(fn_bytes, star=True, timeout=None)
+    install(Spec(fn_bytes, star=True))
     if not extra:
         return run_chunk(index, payload)
     try:
@@ -105,11 +106,11 @@ class Family:
             self.kill(later)
 
     def reply(self, index: int, data: bytes) -> None:
-        results, _, failure, _ = decode(data, index, 1)
-        if failure is not None:
-            self.fail(*failure)
+        reply = decode_reply(data, index, 1)
+        if isinstance(reply, Done):
+            self.succeed(index, reply.results[0])
         else:
-            self.succeed(index, results[0])
+            self.fail(*(reply if isinstance(reply, tuple) else reply.failure(index, 1)))
 
     def waiting(self) -> list[int]:
         return [i for i, done in enumerate(self.done) if not done]

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ._worker import Failure
+from ._wire import Failure
 from .backends._base import Outcome
 
 __all__ = ["Reorder"]

@@ -45,6 +45,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def name_of(fn: object) -> str:
+    """A callable's qualified name, for messages (its repr where it has none)."""
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
 def dumps(obj: object, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
     """Pickle data: the standard pickler first, cloudpickle for what it refuses.
 

@@ -1,20 +1,18 @@
-"""What runs inside a worker, and the reply it sends back.
+"""What runs inside a worker process: its set-up, its loop, and the reply it sends back.
 
 ::
 
-    caller                                   worker process (or thread)
-    ------                                   --------------------------
-    function, cloudpickled once per call ──► install(): unpickled once, kept in _STATE
-    (start, pickled chunk of items)      ──► run_chunk(): unpickle items, then
-                                               for each item: fn(item); board index = next item
-    decode(): results, or the first      ◄── reply, pickled: ("ok", results, seconds)
-    failure as an exception                  | ("raised", index, pickled exception, traceback)
-                                             | ("exit", index, code, traceback)
-                                             | ("error", index, phase, description, traceback)
+    caller                                   worker process
+    ------                                   --------------
+    Spec: the function, cloudpickled     ──► install(): unpickled once per call, kept in _STATE
+      once per call (see _wire)
+    Work: a chunk of pickled items       ──► run_chunk(): unpickle the items, run them
+                                               (_execute.execute: the item loop), then
+    Outcome.from_reply (backends)        ◄── a reply (_wire): Done, Raised, Exited or Broken
 
-The per-item loop does nothing but call the function, append the result and store one number on
-the progress board (two when ``timeout=`` is set): no lock, no message, no clock unless needed.
-The function runs until the chunk ends or the first exception, as a ``for`` loop would.
+The messages, both ways, are ``_wire``'s; chunks run in this process (threads, the caller) are
+``_local``'s. The function runs until the chunk ends or the first exception, as a ``for`` loop
+would.
 
 Every worker process also runs ``watch_caller``: if the caller dies (even by SIGKILL), the
 worker notices within a quarter of a second and exits instead of lingering as an orphan; on
@@ -24,188 +22,59 @@ Linux the kernel kills it as well (``die_with_parent``), even while a task holds
 from __future__ import annotations
 
 import importlib
-import itertools
-import operator
 import os
 import pickle
 import select
 import signal
-import struct
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import starmap
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, RETURNING, STARTED, Board, Cells
-from ._errors import (
-    InitializerError,
-    ParmapError,
-    RemoteTraceback,
-    ResultPicklingError,
-    ResultUnpicklingError,
-    SerializationError,
-    TaskExitError,
-    TaskTimeoutError,
-    TaskUnpicklingError,
-    note_item,
-)
+from ._errors import ParmapError, ResultPicklingError
+from ._execute import execute
 from ._forked import forget_fork_server
-from ._serialize import describe, dumps, dumps_items, loads
+from ._local import NO_STATE, local_state
+from ._serialize import describe, dumps, dumps_items, loads, name_of
+from ._wire import (
+    QUIT,
+    RELEASE,
+    Broken,
+    Done,
+    Exited,
+    Raised,
+    Spec,
+    Work,
+    read_order,
+    send_framed,
+)
 
 __all__ = [
-    "Failure",
-    "decode",
-    "execute",
-    "failure_from_local",
+    "become_worker",
+    "install",
+    "pool_initializer",
     "process_main",
     "run_chunk",
     "run_chunk_with",
     "run_items",
-    "run_rest",
     "worker_state",
 ]
 
-#: A failure at an item: its index and the exception to raise for it.
-Failure = tuple[int, BaseException]
-
 ORPHAN_POLL_SECONDS = 0.25
-
-# Messages from the caller to a process-backend worker: a one-byte tag, then the body.
-TAG_FUNCTION = b"F"  # star (a byte), timeout (a double, 0: none), memory limit (0: none), fn
-TAG_CHUNK = b"C"  # 8-byte start index, then the pickled list of items
-TAG_QUIT = b"Q"
-TAG_RELEASE = b"R"  # the call is over: drop the function (a warm worker waits for the next)
-_START = struct.Struct("<q")
-_FUNCTION = struct.Struct("<?dq")
-
-
-def execute(
-    fn: Callable[..., Any],
-    star: bool,
-    start: int,
-    items: Iterable[Any],
-    board: Cells | None,
-    base: int,
-    timeout: float | None,
-) -> tuple[list[Any], BaseException | None]:
-    """Run ``fn`` over ``items``; return the results and the exception that stopped them, if any.
-
-    The failing item's index is ``start + len(results)``. With ``timeout`` each item's start
-    is on the board, where the caller finds an item that never returns; an item that returns
-    late is caught here, exactly, by the clock read that stamps the next item's start (the
-    caller looks only every so often, and would miss an item that ended before it looked).
-    """
-    results: list[Any] = []
-    calls = starmap(fn, items) if star else map(fn, items)
-    try:
-        if board is None:
-            results.extend(calls)
-            return results, None
-        append = results.append
-        at, when = base + INDEX, base + STARTED
-        board[at] = start
-        if timeout is not None:
-            clock, limit = time.monotonic_ns, int(timeout * 1e9)
-            board[when] = began = clock()
-            for index, result in enumerate(calls, start + 1):
-                now = clock()
-                if now - began > limit:
-                    late = index - 1
-                    return results, TaskTimeoutError(f"item {late}", timeout=timeout, index=late)
-                append(result)
-                board[at] = index
-                board[when] = began = now
-        else:
-            for index, result in enumerate(calls, start + 1):
-                append(result)
-                board[at] = index
-        return results, None
-    except BaseException as exc:  # the function's own exception, whatever it is
-        if star:
-            return results, not_arguments(exc, start + len(results)) or exc
-        return results, exc
-    finally:
-        if board is not None:
-            board[base + INDEX] = IDLE
-
-
-def run_rest(fn: Callable[..., Any], star: bool, start: int, items: Iterator[Any]) -> list[Any]:
-    """Map the rest of the input here, in one comprehension (CPython's fastest loop, about 10%
-    ahead of ``list.extend(map(...))``). Exceptions propagate as from a loop, noted with their
-    item (see ``note_item``); ``sys.exit()`` becomes ``TaskExitError``.
-
-    The failing item is found from the iterator's length hint; an input without one (a
-    generator, several iterables zipped) is counted as it is read instead, which costs a few
-    percent on trivial functions only where the hint is missing.
-    """
-    before = operator.length_hint(items, -1)
-    counted = None
-    if before < 0:
-        counted = itertools.count()
-        items = map(operator.itemgetter(1), zip(counted, items, strict=False))
-    try:
-        if star:
-            return [fn(*args) for args in items]
-        return [fn(item) for item in items]
-    except (Exception, SystemExit) as exc:
-        if counted is not None:
-            index = start + next(counted) - 1
-        else:
-            index = start + before - operator.length_hint(items, 0) - 1
-        if isinstance(exc, SystemExit):
-            raise failure_from_local(index, exc)[1] from exc
-        unpacking = not_arguments(exc, index) if star else None
-        if unpacking is not None:
-            raise unpacking from exc
-        note_item(exc, index)
-        raise
-
-
-def not_arguments(exc: BaseException, index: int) -> TypeError | None:
-    """With ``star``: the error naming item ``index`` if ``exc`` says it was not a tuple of
-    arguments (raised by the unpacking here, not inside the function), else None."""
-    if not isinstance(exc, TypeError) or "iterable" not in str(exc):
-        return None
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None or tb.tb_frame.f_code.co_filename != __file__:
-        return None  # raised inside the function
-    return TypeError(f"item {index} is not a tuple of arguments ({exc})")
-
-
-def failure_from_local(index: int | None, exc: BaseException) -> Failure:
-    """The exception to raise for ``exc`` raised in this process (threads, serial)."""
-    where = -1 if index is None else index
-    if isinstance(exc, SystemExit):
-        what = "an item" if index is None else f"item {index}"
-        error = TaskExitError(what, code=exc.code, index=index)
-        error.__cause__ = exc
-        return where, error
-    return where, exc
-
-
-# -- in a worker process -------------------------------------------------------------------------
-
-
-#: What ``worker_state`` returns where no initializer ran.
-_NO_STATE: Any = object()
-#: The state of a thread that runs chunks in a process parmap did not start (threads, caller).
-_LOCAL = threading.local()
 
 
 class _State:
+    """The worker's state for the call: the function installed from the call's ``Spec``."""
+
+    spec: Spec | None = None
     fn: Callable[..., Any] | None = None
-    install_error: tuple[str, str, str] | None = None  # phase, description, traceback
-    worker_state: Any = _NO_STATE
-    star = False
-    timeout: float | None = None
-    #: Resident bytes after which a chunk stops early and the worker is replaced.
-    memory: int | None = None
+    #: Why the function cannot run (it did not unpickle, the initializer failed).
+    install_error: Broken | None = None
+    worker_state: Any = NO_STATE
     board: Cells | None = None
     base = 0
     key: object = None
@@ -218,17 +87,15 @@ def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def install(
-    task_bytes: bytes, star: bool, timeout: float | None, memory: int | None = None
-) -> None:
+def install(spec: Spec) -> None:
     """Unpickle the call's function once and run its initializer; a failure is reported with
-    every chunk (see ``_serialize.dumps_task`` for what ``task_bytes`` holds)."""
-    _STATE.star, _STATE.timeout, _STATE.memory = star, timeout, memory
-    _STATE.fn, _STATE.install_error, _STATE.worker_state = None, None, _NO_STATE
+    every chunk (see ``_serialize.dumps_task`` for what ``spec.fn_bytes`` holds)."""
+    _STATE.spec = spec
+    _STATE.fn, _STATE.install_error, _STATE.worker_state = None, None, NO_STATE
     try:
-        fn, initializer, initargs = loads(task_bytes)
+        fn, initializer, initargs = loads(spec.fn_bytes)
     except BaseException as exc:
-        _STATE.install_error = ("function-unpickle", describe(exc), _traceback(exc))
+        _STATE.install_error = Broken(-1, "function-unpickle", describe(exc), _traceback(exc))
         return
     if initializer is not None:
         board, base = _STATE.board, _STATE.base
@@ -238,17 +105,13 @@ def install(
         try:
             _STATE.worker_state = initializer(*initargs)
         except BaseException as exc:
-            what = f"the initializer {_name(initializer)} raised {describe(exc)}"
-            _STATE.install_error = ("initializer", what, _traceback(exc))
+            what = f"the initializer {name_of(initializer)} raised {describe(exc)}"
+            _STATE.install_error = Broken(-1, "initializer", what, _traceback(exc))
             return
         finally:
             if board is not None:
                 board[base + INDEX] = IDLE
     _STATE.fn = fn
-
-
-def _name(fn: object) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def worker_state() -> Any:
@@ -257,39 +120,12 @@ def worker_state() -> Any:
     Call it from the function you map. Each worker (process or thread) ran the initializer once
     for the call; without ``initializer=`` this raises [`ParmapError`][parmap.ParmapError].
     """
-    state = getattr(_LOCAL, "state", _NO_STATE)
-    if state is _NO_STATE:
+    state = local_state()
+    if state is NO_STATE:
         state = _STATE.worker_state
-    if state is _NO_STATE:
+    if state is NO_STATE:
         raise ParmapError("worker_state(): no initializer= ran for this call in this worker")
     return state
-
-
-def enter_local(
-    states: dict[int, tuple[bool, Any]],
-    initializer: Callable[..., object],
-    initargs: tuple[Any, ...],
-) -> Any:
-    """In a thread that runs chunks here: run the initializer once for the call (``states``
-    remembers it per thread), make its value this thread's ``worker_state``, and return
-    the value that was there before. Raises ``InitializerError`` if it failed."""
-    ident = threading.get_ident()
-    if ident not in states:
-        try:
-            states[ident] = (True, initializer(*initargs))
-        except BaseException as exc:
-            states[ident] = (False, exc)
-    ok, value = states[ident]
-    if not ok:
-        error = InitializerError(f"the initializer {_name(initializer)} raised {describe(value)}")
-        raise error from value
-    before = getattr(_LOCAL, "state", _NO_STATE)
-    _LOCAL.state = value
-    return before
-
-
-def leave_local(before: Any) -> None:
-    _LOCAL.state = before
 
 
 def run_chunk(
@@ -298,40 +134,42 @@ def run_chunk(
     buffers: list[bytearray] | None = None,
     out: list[pickle.PickleBuffer] | None = None,
 ) -> bytes:
-    """Run one chunk with the installed function; return the pickled reply. Never raises.
+    """Run one chunk with the installed function; return the encoded reply. Never raises.
 
     ``buffers``: the chunk's out-of-band buffers; ``out``: where to set aside the results'
     (see ``_serialize.dumps``), for a caller that sends them on their own.
     """
-    board, base = _STATE.board, _STATE.base
+    board, base, spec = _STATE.board, _STATE.base, _STATE.spec
+    assert spec is not None
     if _STATE.install_error is not None:
-        phase, what, tb = _STATE.install_error
-        return dumps(("error", start, (phase, what), [], tb))
+        failed = _STATE.install_error
+        return Broken(start, failed.phase, failed.what, failed.traceback).encode()
     if board is not None:
         board[base + CHUNK] = start
-        if _STATE.timeout is not None:  # the stamp first: never RECEIVING with an old one
+        if spec.timeout is not None:  # the stamp first: never RECEIVING with an old one
             board[base + STARTED] = time.monotonic_ns()
         board[base + INDEX] = RECEIVING
     try:
         items = loads(payload, buffers)
     except BaseException as exc:
-        return dumps(("error", start, ("task-unpickle", describe(exc)), [], _traceback(exc)))
+        return Broken(start, "task-unpickle", describe(exc), _traceback(exc)).encode()
     return run_items(start, items, out)
 
 
 def run_items(
     start: int, items: Sequence[Any], out: list[pickle.PickleBuffer] | None = None
 ) -> bytes:
-    """Run the installed function over items already here; return the pickled reply."""
-    board, base = _STATE.board, _STATE.base
+    """Run the installed function over items already here; return the encoded reply."""
+    board, base, spec = _STATE.board, _STATE.base, _STATE.spec
     assert _STATE.fn is not None
+    assert spec is not None
     began = time.perf_counter()
     spent = False
-    if _STATE.memory is None:
-        results, exc = execute(_STATE.fn, _STATE.star, start, items, board, base, _STATE.timeout)
+    if spec.memory is None:
+        results, exc = execute(_STATE.fn, spec.star, start, items, board, base, spec.timeout)
     else:
-        results, exc, spent = _execute_within(_STATE.memory, start, items)
-    if board is None or _STATE.timeout is None:
+        results, exc, spent = _execute_within(spec.memory, start, items)
+    if board is None or spec.timeout is None:
         return _reply(start, results, exc, time.perf_counter() - began, out, spent)
     board[base + STARTED] = time.monotonic_ns()  # pickling results is bounded as an item is
     board[base + INDEX] = RETURNING
@@ -348,13 +186,13 @@ def _execute_within(
     ``memory`` resident bytes: the results so far, the exception, and whether it is above
     (then the caller replaces this worker, and sends the rest of the chunk elsewhere). One
     ``pread`` of ``/proc/self/statm`` per item, only in maps that ask."""
-    assert _STATE.fn is not None
+    fn, spec = _STATE.fn, _STATE.spec
+    assert fn is not None
+    assert spec is not None
     board, base, results = _STATE.board, _STATE.base, []
     for offset in range(len(items)):
-        done, exc = execute(
-            _STATE.fn, _STATE.star, start + offset, items[offset : offset + 1], board, base,
-            _STATE.timeout,
-        )  # fmt: skip
+        one = items[offset : offset + 1]
+        done, exc = execute(fn, spec.star, start + offset, one, board, base, spec.timeout)
         results += done
         if exc is not None:
             return results, exc, resident_bytes() > memory
@@ -388,29 +226,29 @@ def _reply(
     out: list[pickle.PickleBuffer] | None,
     spent: bool = False,
 ) -> bytes:
-    """The pickled reply for a chunk's results and the exception that stopped them, if any;
-    ``spent``: the worker is above its memory limit (said in an "ok" reply only)."""
+    """The encoded reply for a chunk's results and the exception that stopped them, if any;
+    ``spent``: the worker is above its memory limit (said in a ``Done`` only)."""
     if exc is None:
         try:
-            return dumps(("ok", results, seconds, True) if spent else ("ok", results, seconds), out)
+            return Done(results, seconds, spent).encode(out)
         except (Exception, SystemExit):
             if out is not None:
                 out.clear()
             return _unpicklable_result(results, start)
     index = start + len(results)
     tb = _traceback(exc)
-    detail: object
+    reply: Raised | Exited
     if isinstance(exc, SystemExit):
         code = exc.code if isinstance(exc.code, (int, str, type(None))) else repr(exc.code)
-        kind, detail = "exit", code
+        reply = Exited(index, code, results, tb)
     else:
         try:
-            kind, detail = "raised", dumps(exc)
+            reply = Raised(index, dumps(exc), results, tb)
         except (Exception, SystemExit) as problem:
             what = f"the exception {describe(exc)} raised by item {index} could not be pickled: "
-            return dumps(("error", index, ("result-pickle", what + describe(problem)), [], tb))
+            return Broken(index, "result-pickle", what + describe(problem), tb).encode()
     try:
-        return dumps((kind, index, detail, results, tb))
+        return reply.encode()
     except (Exception, SystemExit):
         return _unpicklable_result(results, start)
 
@@ -422,66 +260,16 @@ def _unpicklable_result(results: list[Any], start: int) -> bytes:
     except ResultPicklingError as error:
         cause = error.__cause__ or error
         index = start if error.index is None else error.index
-        return dumps(("error", index, ("result-pickle", str(error)), [], _traceback(cause)))
+        return Broken(index, "result-pickle", str(error), _traceback(cause)).encode()
     raise AssertionError("unreachable: the results pickled on their own")  # pragma: no cover
 
 
 def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes) -> bytes:
     """``run_chunk`` for executors parmap did not start: installs the function on first use."""
     if _STATE.key != key:
-        install(fn_bytes, star, timeout=None)
+        install(Spec(fn_bytes, star))
         _STATE.key = key
     return run_chunk(start, payload)
-
-
-def decode(
-    data: bytes | memoryview, start: int, count: int, buffers: list[bytearray] | None = None
-) -> tuple[list[Any], float, Failure | None, bool]:
-    """Read a reply in the caller: the results (up to the failure, if any), seconds, failure,
-    and whether the worker is above its memory limit."""
-    items = f"items {start}..{start + count - 1}" if count > 1 else f"item {start}"
-    try:
-        reply = loads(data, buffers)
-    except (Exception, SystemExit) as exc:
-        error = ResultUnpicklingError(
-            f"the results of {items} could not be unpickled: {describe(exc)}", index=start
-        )
-        error.__cause__ = exc
-        return [], 0.0, (start, error), False
-    if reply[0] == "ok":
-        return reply[1], reply[2], None, len(reply) > 3
-    kind, index, detail, partial, tb = reply
-    failure: BaseException
-    if kind == "raised":
-        try:
-            failure = loads(detail)
-        except (Exception, SystemExit) as exc:
-            failure = ResultUnpicklingError(
-                f"the exception raised by item {index} could not be unpickled: {describe(exc)}",
-                index=index,
-            )
-    elif kind == "exit":
-        failure = TaskExitError(f"item {index}", code=detail, index=index)
-    else:
-        failure = _serialization_error(*detail, index=index, items=items)
-    failure.__cause__ = RemoteTraceback(tb)
-    return partial, 0.0, (index, failure), False
-
-
-def _serialization_error(
-    phase: str, what: str, *, index: int, items: str
-) -> SerializationError | InitializerError:
-    if phase == "initializer":
-        return InitializerError(what, index=index)
-    if phase == "function-unpickle":
-        return TaskUnpicklingError(
-            f"the function could not be unpickled in the worker: {what}", index=index
-        )
-    if phase == "task-unpickle":
-        return TaskUnpicklingError(
-            f"{items} could not be unpickled in the worker: {what}", index=index
-        )
-    return ResultPicklingError(what, index=index)
 
 
 # -- worker process set-up -----------------------------------------------------------------------
@@ -650,7 +438,7 @@ def pool_initializer(
         slot = counter.value
         counter.value += 1
     attach_board(board, slot)
-    install(fn_bytes, star, timeout)
+    install(Spec(fn_bytes, star, timeout))
 
 
 def process_main(
@@ -664,66 +452,15 @@ def process_main(
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        tag = message[:1]
-        if tag == TAG_CHUNK:
-            (start,) = _START.unpack_from(message, 1)
-            payload, sizes = split_framed(memoryview(message)[1 + _START.size :])
-            buffers = receive_buffers(conn, sizes)
+        order = read_order(message, conn)
+        if isinstance(order, Work):
             out: list[pickle.PickleBuffer] = []
-            send_framed(conn, run_chunk(start, payload, buffers, out), out)
-        elif tag == TAG_FUNCTION:
-            star, timeout, memory = _FUNCTION.unpack_from(message, 1)
-            install(
-                message[1 + _FUNCTION.size :],
-                bool(star),
-                timeout if timeout > 0 else None,
-                memory if memory > 0 else None,
-            )
-        elif tag == TAG_RELEASE:
+            reply = run_chunk(order.start, order.payload, list(order.buffers), out)
+            send_framed(conn, reply, out)
+        elif isinstance(order, Spec):
+            install(order)
+        elif order == RELEASE:
             _STATE.fn = None
         else:
+            assert order == QUIT
             return
-
-
-# Framing for out-of-band buffers on a pipe: a message holds the buffer count, their sizes and
-# the pickle; each buffer follows as a message of its own, written straight from the array's
-# memory and read straight into the memory the array is then built on (no copies through
-# pickle streams). The receiver knows each size before reading, so each buffer is writable.
-_COUNT = struct.Struct("<I")
-
-
-def frame(main: bytes, buffers: Sequence[pickle.PickleBuffer]) -> bytes:
-    sizes = [memoryview(b).nbytes for b in buffers]
-    return _COUNT.pack(len(sizes)) + struct.pack(f"<{len(sizes)}Q", *sizes) + main
-
-
-def split_framed(message: memoryview) -> tuple[memoryview, list[int]]:
-    """A framed message's pickle, and the sizes of the buffers that follow it."""
-    (count,) = _COUNT.unpack_from(message, 0)
-    sizes = list(struct.unpack_from(f"<{count}Q", message, _COUNT.size))
-    return message[_COUNT.size + 8 * count :], sizes
-
-
-def send_framed(conn: Connection, main: bytes, buffers: Sequence[pickle.PickleBuffer]) -> None:
-    conn.send_bytes(frame(main, buffers))
-    for buffer in buffers:
-        conn.send_bytes(buffer.raw())
-
-
-def receive_buffers(conn: Connection, sizes: Sequence[int]) -> list[bytearray]:
-    buffers = []
-    for size in sizes:
-        buffer = bytearray(size)
-        conn.recv_bytes_into(buffer)
-        buffers.append(buffer)
-    return buffers
-
-
-def function_message(
-    fn_bytes: bytes, star: bool, timeout: float | None, memory: int | None = None
-) -> bytes:
-    return TAG_FUNCTION + _FUNCTION.pack(star, timeout or 0.0, memory or 0) + fn_bytes
-
-
-def chunk_message(start: int, payload: bytes, buffers: Sequence[pickle.PickleBuffer]) -> bytes:
-    return TAG_CHUNK + _START.pack(start) + frame(payload, buffers)

@@ -37,8 +37,10 @@ from .._errors import (
     TaskTimeoutError,
     WorkerCrashedError,
 )
+from .._execute import execute
+from .._local import enter_local, failure_from_local, leave_local
 from .._serialize import dumps_items, dumps_task
-from .._worker import Failure, decode, enter_local, execute, failure_from_local, leave_local
+from .._wire import Done, Failure, Spec, decode_reply
 from . import _ending
 
 __all__ = ["Backend", "Call", "Chunk", "FutureBackend", "Outcome"]
@@ -66,6 +68,11 @@ class Call:
     _fn_bytes: bytes | None = field(default=None, repr=False)
     #: Threads of this process that ran the initializer for this call: (ok, value or error).
     local_states: dict[int, tuple[bool, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def spec(self) -> Spec:
+        """What a worker process needs to run this call's chunks (see ``_wire``)."""
+        return Spec(self.fn_bytes, self.star, self.timeout, self.max_memory)
 
     @property
     def fn_bytes(self) -> bytes:
@@ -139,8 +146,12 @@ class Outcome:
     def from_reply(
         cls, chunk: Chunk, data: bytes | memoryview, buffers: list[bytearray] | None = None
     ) -> Outcome:
-        results, seconds, failure, spent = decode(data, chunk.start, len(chunk.items), buffers)
-        return cls(chunk, results, failure, seconds, spent=spent)
+        reply = decode_reply(data, chunk.start, len(chunk.items), buffers)
+        if isinstance(reply, tuple):  # it would not even unpickle
+            return cls(chunk, [], reply)
+        if isinstance(reply, Done):
+            return cls(chunk, reply.results, None, reply.seconds, spent=reply.spent)
+        return cls(chunk, reply.partial, reply.failure(chunk.start, len(chunk.items)))
 
 
 def _run_chunk_here(call: Call, chunk: Chunk, board: Cells | None, base: int) -> Outcome:

@@ -52,7 +52,8 @@ from functools import partial
 from typing import Any
 
 from .._errors import BackendUnavailableError, WorkerCrashedError
-from .._worker import Failure, run_chunk_with
+from .._wire import Failure
+from .._worker import run_chunk_with
 from ._base import Call, Chunk, FutureBackend, Outcome
 
 __all__ = ["DaskBackend"]

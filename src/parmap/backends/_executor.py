@@ -18,7 +18,8 @@ import uuid
 from typing import Any
 
 from .._board import CHUNK, Board
-from .._worker import Failure, run_chunk_with
+from .._wire import Failure
+from .._worker import run_chunk_with
 from ._base import Call, Chunk, FutureBackend, Outcome, overdue, timeout_failure
 
 __all__ = ["ExecutorBackend"]

@@ -44,15 +44,8 @@ from .._board import INITIALIZING, STARTING, Board
 from .._children import join_exit, reap
 from .._errors import TaskPicklingError, WorkerCrashedError
 from .._exit import AT_EXIT
-from .._worker import (
-    TAG_QUIT,
-    TAG_RELEASE,
-    chunk_message,
-    function_message,
-    process_main,
-    receive_buffers,
-    split_framed,
-)
+from .._wire import QUIT, RELEASE, Work, receive_buffers, split_framed
+from .._worker import process_main
 from ._base import (
     Backend,
     Call,
@@ -152,7 +145,7 @@ class ProcessBackend(Backend):
         self._respawns = 0
         self._broken = None
         self.recycled = 0
-        self._function = function_message(call.fn_bytes, call.star, call.timeout, call.max_memory)
+        self._function = call.spec.encode()
         try:
             if not self._pool:
                 kept = WARM.take(self._key()) if self.warm else None
@@ -181,7 +174,7 @@ class ProcessBackend(Backend):
             index = chunk.start if error.index is None else error.index
             self._ready.append(Outcome.failed(chunk, index, error))
             return
-        self._backlog.append(_Job(chunk, chunk_message(chunk.start, payload, buffers), buffers))
+        self._backlog.append(_Job(chunk, Work(chunk.start, payload, buffers).encode(), buffers))
         self._dispatch()
 
     def wait(self) -> list[Outcome]:
@@ -251,7 +244,7 @@ class ProcessBackend(Backend):
         idle = not any(w.held or w.spent for w in self._pool)  # none above its memory limit
         if self.warm and not abort and self._pool and idle:
             for worker in list(self._pool):
-                self._send(worker, TAG_RELEASE)  # drop the function and what it holds
+                self._send(worker, RELEASE)  # drop the function and what it holds
             assert self._board is not None
             WARM.give(self._key(), (self._board, self._pool))
             self._pool = []
@@ -341,7 +334,7 @@ class ProcessBackend(Backend):
     def _recycle(self, worker: _Worker) -> _Worker:
         """Replace an idle worker that has done its share: asked to quit, it ends cleanly."""
         with contextlib.suppress(OSError):
-            worker.conn.send_bytes(TAG_QUIT)
+            worker.conn.send_bytes(QUIT)
         if join_exit(worker.proc, QUIT_GRACE) is None:
             worker.proc.kill()
         worker.conn.close()
@@ -468,7 +461,7 @@ def stop_workers(pool: list[_Worker]) -> None:
             worker.proc.kill()
         else:
             with contextlib.suppress(OSError):
-                worker.conn.send_bytes(TAG_QUIT)
+                worker.conn.send_bytes(QUIT)
     deadline = time.monotonic() + QUIT_GRACE
     for worker in pool:
         if join_exit(worker.proc, max(0.0, deadline - time.monotonic())) is None:

@@ -26,7 +26,7 @@ from typing import Any
 from .._board import IDLE, INITIALIZING, Board, SlotView
 from .._errors import WorkerCrashedError
 from .._forked import ours
-from .._worker import Failure
+from .._wire import Failure
 from ._base import (
     Call,
     FutureBackend,

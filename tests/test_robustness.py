@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import parmap
 import parmap.backends._futures
 from parmap import BackendName, WorkerCrashedError, pmap, run_processes
 from parmap._worker import pool_initializer
@@ -366,3 +367,31 @@ def test_a_pool_call_that_ends_while_a_worker_starts_does_not_wait_for_it(
     result, seconds = line.rsplit(" ", 1)
     assert result == "[1, 2, 3]", done.out
     assert float(seconds) < 15, done.out  # before the slow worker would have been set up
+
+
+def _own_pid(x: int) -> int:
+    return os.getpid()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_start_as_the_work_needs_them(method: str) -> None:
+    """``workers=10000`` over a generator of 5 items starts at most 5 worker processes."""
+    from .helpers import children
+
+    parmap.shutdown()
+    before = children()
+    pids = pmap(_own_pid, (x for x in range(5)), backend="process", workers=10000,
+                start_method=method)  # fmt: skip
+    started = {p for p in children() - before if _is_a_worker(p)}  # the call's, kept warm
+    parmap.shutdown()
+    assert len(set(pids)) <= 5
+    assert 1 <= len(started) <= 5
+
+
+def _is_a_worker(pid: int) -> bool:
+    """Not one of multiprocessing's own helpers (the resource tracker, the fork server)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"resource_tracker" not in command and b"forkserver" not in command

@@ -151,10 +151,8 @@ class ProcessBackend(Backend):
                 kept = WARM.take(self._key()) if self.warm else None
                 if kept is not None:
                     self._board, self._pool = kept
-                else:
+                else:  # workers start as chunks need them (see _dispatch)
                     self._board = Board.shared(self._ctx, self.workers)
-                    for slot in range(self.workers):
-                        self._pool.append(self._spawn(slot))
             for worker in list(self._pool):
                 worker.ran, worker.spent = 0, False
                 self._send(worker, self._function)
@@ -303,7 +301,10 @@ class ProcessBackend(Backend):
     def _dispatch(self) -> None:
         while self._backlog and self._broken is None:
             job = self._backlog[0]
-            worker = min(self._pool, key=lambda w: len(w.held))
+            worker = min(self._pool, key=lambda w: len(w.held), default=None)
+            if (worker is None or worker.held) and len(self._pool) < self.workers:
+                worker = self._grow()
+            assert worker is not None
             if worker.held and (
                 len(worker.held) >= DEPTH
                 or job.size > PREFETCH_BYTES
@@ -317,6 +318,16 @@ class ProcessBackend(Backend):
             worker.held.append(job)
             worker.ran += len(job.chunk.items)
             self._send(worker, job.message, job.buffers)
+
+    def _grow(self) -> _Worker:
+        """One more worker, for a chunk no worker is free for: workers start as the work needs
+        them, so ``workers=10000`` over a generator of 5 items starts 5, and a map of one chunk
+        starts one (a warm set of workers grows the same way)."""
+        worker = self._spawn(len(self._pool))
+        self._pool.append(worker)
+        if self._call is not None:
+            self._send(worker, self._function)
+        return worker
 
     # -- recycling (max_tasks_per_worker, max_memory_per_worker) ---------------------------------
 

@@ -19,7 +19,7 @@ from parmap import (
     worker_state,
 )
 
-from .conftest import ISOLATED, with_engines
+from .conftest import ENGINES, ISOLATED, with_engines
 
 
 def load(token: str) -> dict[str, Any]:
@@ -90,3 +90,58 @@ def test_bad_initializer_arguments() -> None:
 def test_auto_runs_the_initializer_in_the_caller_too() -> None:
     out = parmap.pmap(use, range(5), initializer=load, initargs=("t",))
     assert {token for token, *_ in out} == {"t"}
+
+
+def _keep(lock: Any, counter: Any, barrier: Any) -> tuple[Any, Any]:
+    return lock, counter
+
+
+def _count_under_the_lock(x: int) -> int:
+    lock, counter = parmap.worker_state()
+    with lock:
+        counter.value += 1
+    return x
+
+
+@with_engines([*ISOLATED, *(e for e in ENGINES if e.name == "auto")])
+def test_initargs_holding_locks_and_values_travel_as_workers_start(
+    engine: dict[str, Any],
+) -> None:
+    """As with ``multiprocessing.Pool(initializer, initargs=(lock,))``: synchronisation
+    primitives cannot be pickled, but pass to a process as it starts."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(engine.get("start_method"))
+    lock, counter, barrier = ctx.Lock(), ctx.Value("i", 0), ctx.Barrier(2)
+    results = pmap(
+        _count_under_the_lock,
+        range(20),
+        initializer=_keep,
+        initargs=(lock, counter, barrier),
+        chunksize=1,
+        **engine,
+    )
+    assert results == list(range(20))
+    assert counter.value == 20
+
+
+def test_initargs_that_only_travel_by_inheritance_are_refused_where_they_cannot() -> None:
+    import concurrent.futures as cf
+    import multiprocessing
+
+    with (
+        cf.ProcessPoolExecutor(1) as executor,
+        pytest.raises(parmap.TaskPicklingError, match="through inheritance"),
+    ):
+        pmap(abs, [1], backend=executor, initializer=_keep, initargs=(multiprocessing.Lock(), 0, 0))
+
+
+def test_process_executor_initargs_with_a_lock() -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")  # the executor's default start method
+    counter = ctx.Value("i", 0)
+    initargs = (ctx.Lock(), counter, None)
+    with parmap.ProcessExecutor(2, initializer=_keep, initargs=initargs) as executor:
+        assert list(executor.map(_count_under_the_lock, range(6))) == list(range(6))
+    assert counter.value == 6

@@ -413,6 +413,7 @@ def _prepare(
         keep_going=policy.keep_going,
         max_tasks=options.get("max_tasks_per_worker"),
         max_memory=None if memory is None else parse_bytes(api, "", memory),
+        inheritable=chosen.inherits,
     )
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here

@@ -93,6 +93,7 @@ class Auto:
     pickles = False
     threaded = False
     recycles = True
+    inherits = True
 
     def __init__(
         self, workers: int, start_method: str | None, total: int | None, threads: int | None

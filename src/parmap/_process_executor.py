@@ -308,13 +308,31 @@ class _Manager:
                     continue
                 self.started = True
             self.out[work.chunk] = work
-            self.backend.submit(work.chunk)
+            try:
+                self.backend.submit(work.chunk)  # may start a worker (see ProcessBackend._grow)
+            except Exception as exc:  # a worker would not start: its arguments, the system
+                self._fail_all(exc)
+                return
+
+    def _fail_all(self, exc: Exception) -> None:
+        """Every chunk out fails with ``exc``; the backend is stopped (the next work starts it
+        afresh), so the executor stays usable."""
+        out, self.out = list(self.out.values()), {}
+        for work in out:
+            _settle(work.future.set_exception, exc)
+        self.backend.stop(abort=True)
+        self.started = False
 
     def _wait(self) -> None:
         if not self.started:
             wait([self.wake.fd])
             return
-        for outcome in self.backend.poll([self.wake.fd], None):
+        try:
+            outcomes = self.backend.poll([self.wake.fd], None)
+        except Exception as exc:  # a replacement worker would not start
+            self._fail_all(exc)
+            return
+        for outcome in outcomes:
             work = self.out.pop(outcome.chunk, None)
             if work is None:
                 continue  # withdrawn: its future was cancelled
@@ -443,6 +461,7 @@ class ProcessExecutor(cf.Executor):
             initargs=tuple(initargs),
             keep_going=True,
             max_tasks=max_tasks_per_worker,
+            inheritable=True,  # a Lock in initargs travels as each worker starts
         )
         call.fn_bytes  # noqa: B018 - an initializer that will not pickle fails here, at once
         backend = ProcessBackend(workers, start_method, warm=False)

@@ -93,7 +93,7 @@ def dumps_function(obj: object) -> bytes:
 def dumps_task(
     fn: Callable[..., object],
     initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
+    initargs: object,
     error: type[SerializationError],
 ) -> bytes:
     """Pickle what a worker installs once per call: the function, the initializer and its

@@ -45,6 +45,7 @@ from ._errors import (
 from ._serialize import describe, dumps, loads
 
 __all__ = [
+    "INHERITED",
     "QUIT",
     "RELEASE",
     "Broken",
@@ -64,6 +65,11 @@ __all__ = [
 
 #: A failure at an item: its index and the exception to raise for it.
 Failure = tuple[int, BaseException]
+
+#: Stands for ``initargs`` inside ``Spec.fn_bytes`` where they travel by inheritance instead:
+#: passed as the worker process starts, as multiprocessing passes a ``Lock`` or a ``Value``,
+#: which cannot be pickled at any other time (see ``Call.fn_bytes``).
+INHERITED = "<parmap: initargs passed as the worker started>"
 
 _TAG_SPEC = b"F"
 _TAG_WORK = b"C"

@@ -41,6 +41,7 @@ from ._forked import forget_fork_server
 from ._local import NO_STATE, local_state
 from ._serialize import describe, dumps, dumps_items, loads, name_of
 from ._wire import (
+    INHERITED,
     QUIT,
     RELEASE,
     Broken,
@@ -78,6 +79,8 @@ class _State:
     board: Cells | None = None
     base = 0
     key: object = None
+    #: ``initargs`` passed as this process started (see ``_wire.INHERITED``).
+    inherited: tuple[Any, ...] = ()
 
 
 _STATE = _State()
@@ -94,6 +97,8 @@ def install(spec: Spec) -> None:
     _STATE.fn, _STATE.install_error, _STATE.worker_state = None, None, NO_STATE
     try:
         fn, initializer, initargs = loads(spec.fn_bytes)
+        if initargs == INHERITED:
+            initargs = _STATE.inherited
     except BaseException as exc:
         _STATE.install_error = Broken(-1, "function-unpickle", describe(exc), _traceback(exc))
         return
@@ -431,8 +436,11 @@ def pool_initializer(
     fn_bytes: bytes,
     star: bool,
     timeout: float | None,
+    inherited: tuple[Any, ...] | None = None,
 ) -> None:
-    """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers."""
+    """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers
+    (``inherited``: the call's ``initargs`` where they travel as the worker starts)."""
+    _STATE.inherited = inherited or ()
     become_worker(caller, threads)
     with counter.get_lock():
         slot = counter.value
@@ -442,9 +450,16 @@ def pool_initializer(
 
 
 def process_main(
-    conn: Connection, caller: int, threads: int | None, board: Board, slot: int
+    conn: Connection,
+    caller: int,
+    threads: int | None,
+    board: Board,
+    slot: int,
+    inherited: tuple[Any, ...] | None = None,
 ) -> None:
-    """The loop of a ``"process"`` backend worker: one pipe in, one pipe out, until told to quit."""
+    """The loop of a ``"process"`` backend worker: one pipe in, one pipe out, until told to quit
+    (``inherited``: the call's ``initargs`` where they travel as the worker starts)."""
+    _STATE.inherited = inherited or ()
     become_worker(caller, threads)
     attach_board(board, slot)
     while True:

@@ -40,7 +40,7 @@ from .._errors import (
 from .._execute import execute
 from .._local import enter_local, failure_from_local, leave_local
 from .._serialize import dumps_items, dumps_task
-from .._wire import Done, Failure, Spec, decode_reply
+from .._wire import INHERITED, Done, Failure, Spec, decode_reply
 from . import _ending
 
 __all__ = ["Backend", "Call", "Chunk", "FutureBackend", "Outcome"]
@@ -65,6 +65,12 @@ class Call:
     max_tasks: int | None = None
     #: Resident bytes above which a worker process is replaced (``max_memory_per_worker=``).
     max_memory: int | None = None
+    #: The engine passes arguments to its worker processes as they start (``Backend.inherits``):
+    #: ``initargs`` that only travel that way (a ``multiprocessing.Lock``, ``Value``,
+    #: ``Barrier``...) may, instead of inside ``fn_bytes``.
+    inheritable: bool = False
+    #: Those ``initargs``, once ``fn_bytes`` found they must travel by inheritance.
+    inherited: tuple[Any, ...] | None = field(default=None, repr=False)
     _fn_bytes: bytes | None = field(default=None, repr=False)
     #: Threads of this process that ran the initializer for this call: (ok, value or error).
     local_states: dict[int, tuple[bool, Any]] = field(default_factory=dict, repr=False)
@@ -78,7 +84,15 @@ class Call:
     def fn_bytes(self) -> bytes:
         """The function with its initializer, cloudpickled once per call."""
         if self._fn_bytes is None:
-            self._fn_bytes = dumps_task(self.fn, self.initializer, self.initargs, TaskPicklingError)
+            try:
+                self._fn_bytes = dumps_task(
+                    self.fn, self.initializer, self.initargs, TaskPicklingError
+                )
+            except TaskPicklingError as error:
+                if not (self.inheritable and _inheritance_only(error)):
+                    raise
+                self._fn_bytes = dumps_task(self.fn, self.initializer, INHERITED, TaskPicklingError)
+                self.inherited = self.initargs
         return self._fn_bytes
 
     def run_here(self, chunk: Chunk, board: Cells | None = None,
@@ -96,6 +110,13 @@ class Call:
         finally:
             if self.initializer is not None:
                 leave_local(before)
+
+
+def _inheritance_only(error: BaseException) -> bool:
+    """Whether pickling failed on an object multiprocessing passes only to a process it
+    starts ("... should only be shared between processes through inheritance")."""
+    cause = error.__cause__
+    return isinstance(cause, RuntimeError) and "through inheritance" in str(cause)
 
 
 @dataclass(eq=False)
@@ -185,6 +206,9 @@ class Backend(ABC):
     #: True where a worker process can be replaced on its own, mid-call, for
     #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=`` (refused elsewhere).
     recycles: ClassVar[bool] = False
+    #: True where the engine starts worker processes with arguments (``initargs`` holding a
+    #: ``multiprocessing.Lock`` travel that way, as with ``multiprocessing.Pool``).
+    inherits: ClassVar[bool] = False
     #: How many items can run at once; sets the in-flight bound and chunk sizes.
     workers: int
     #: Worker processes replaced during the call (``max_tasks_per_worker=`` and

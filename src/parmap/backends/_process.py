@@ -104,6 +104,7 @@ class _Worker:
 class ProcessBackend(Backend):
     name = "process"
     recycles = True
+    inherits = True
 
     #: False for a long-lived engine (``ProcessExecutor``): a dead worker is always replaced,
     #: with no per-call cap on respawns (a worker that dies while starting still gives up).
@@ -131,6 +132,7 @@ class ProcessBackend(Backend):
         self._backlog: deque[_Job] = deque()
         self._ready: list[Outcome] = []
         self._respawns = 0
+        self._inherited: tuple[Any, ...] | None = None
         #: Why workers cannot run this call (they die starting, or one after another): every
         #: chunk fails with it, and no worker is started again until the next call.
         self._broken: WorkerCrashedError | None = None
@@ -146,9 +148,11 @@ class ProcessBackend(Backend):
         self._broken = None
         self.recycled = 0
         self._function = call.spec.encode()
+        #: initargs that travel as each worker starts: workers of this call only, never warm.
+        self._inherited = call.inherited
         try:
             if not self._pool:
-                kept = WARM.take(self._key()) if self.warm else None
+                kept = WARM.take(self._key()) if self._warm_ok() else None
                 if kept is not None:
                     self._board, self._pool = kept
                 else:  # workers start as chunks need them (see _dispatch)
@@ -240,7 +244,7 @@ class ProcessBackend(Backend):
         with self._interrupting:
             self._call = None
         idle = not any(w.held or w.spent for w in self._pool)  # none above its memory limit
-        if self.warm and not abort and self._pool and idle:
+        if self._warm_ok() and not abort and self._pool and idle:
             for worker in list(self._pool):
                 self._send(worker, RELEASE)  # drop the function and what it holds
             assert self._board is not None
@@ -249,6 +253,7 @@ class ProcessBackend(Backend):
         else:
             pool, self._pool = self._pool, []
             stop_workers(pool)
+        self._inherited = None
 
     def interrupt(self) -> None:
         """Kill the workers holding this call's chunks (from any thread): a blocked ``wait()``
@@ -260,6 +265,10 @@ class ProcessBackend(Backend):
                 if worker.held:
                     with contextlib.suppress(OSError, ValueError):  # gone, or closed
                         worker.proc.kill()
+
+    def _warm_ok(self) -> bool:
+        """Whether this call's workers may come from, and go back to, the warm sets."""
+        return self.warm and self._inherited is None
 
     def _key(self) -> WarmKey:
         return self._ctx.get_start_method(), self.workers, self.threads
@@ -273,7 +282,7 @@ class ProcessBackend(Backend):
         ours, theirs = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=process_main,
-            args=(theirs, os.getpid(), self.threads, self._board, slot),
+            args=(theirs, os.getpid(), self.threads, self._board, slot, self._inherited),
             name=f"parmap-worker-{slot}",
         )
         try:

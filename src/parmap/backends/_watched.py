@@ -49,6 +49,7 @@ BROKEN_JOIN = 2.0
 
 class WatchedPool(FutureBackend):
     reopens = True
+    inherits = True
 
     def __init__(
         self, workers: int, start_method: str | None, *, threads: int | None = None
@@ -95,6 +96,7 @@ class WatchedPool(FutureBackend):
             call.fn_bytes,
             call.star,
             call.timeout,
+            call.inherited,  # after fn_bytes: set there, where initargs travel this way
         )
         self._open(args)
         self._track()

@@ -227,3 +227,40 @@ def test_a_forked_child_of_a_caller_mid_call(backend: str) -> None:
     assert_clean(ending)
     assert ending.said("child") == ["0"]
     assert ending.said("parent-workers-survived") == ["True"]
+
+
+IN_FINALIZATION = """
+import os, sys
+
+class Holder:
+    def __init__(self, backend):
+        import parmap
+        self.pmap, self.backend, self.write = parmap.pmap, backend, os.write
+
+    def __del__(self):  # runs in the interpreter's last garbage collection
+        try:
+            result = self.pmap(abs, [-1, -2, -3], backend=self.backend)
+            self.write(1, f"result {result}\\n".encode())
+        except Exception as exc:
+            self.write(1, f"error {type(exc).__name__} {exc}\\n".encode())
+
+holder = Holder(sys.argv[1])
+holder.cycle = holder
+del holder
+"""
+
+
+@pytest.mark.parametrize("backend", ["auto", "serial", "process", "pool", "futures", "thread"])
+def test_a_map_called_during_finalization(backend: str) -> None:
+    """The issue's case 3: from a ``__del__`` run as the interpreter shuts down, "process",
+    "pool" and "thread" hung for good (workers stuck starting). Now "auto" and "serial" map
+    in the caller, and the others say why they cannot."""
+    from .helpers import run_script
+
+    done = run_script(["-c", IN_FINALIZATION, backend], timeout=30)
+    assert done.returncode == 0, done.err
+    if backend in ("auto", "serial"):
+        assert done.out.strip() == "result [1, 2, 3]"
+    else:
+        assert done.out.startswith("error ValueError"), done.out
+        assert "shutting down" in done.out

@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -179,6 +180,12 @@ def check_may_start_processes(api: str, what: str, instead: str) -> None:
     why = _no_processes()
     if why is None:
         return
+    if why == "finalizing":
+        raise ValueError(
+            f"{api}(): {what} starts processes, and the interpreter is shutting down (this call "
+            "runs during its finalization, from a __del__ or a late exit handler), when they "
+            "cannot be started dependably: call it before the interpreter exits"
+        )
     if why == "daemonic":
         raise ValueError(
             f"{api}(): {what} starts processes, and this process is a daemonic worker (of "
@@ -200,9 +207,12 @@ IN_A_DAEMON = 'use backend="thread" (or "serial") inside it'
 
 def _no_processes() -> str | None:
     """Why this process cannot run worker processes, if it cannot: ``"daemonic"`` (a daemonic
-    worker, whose children multiprocessing refuses with a bare ``AssertionError``) or
-    ``"sigchld"`` (SIGCHLD ignored: children are reaped unseen, so no exit code is ever known
+    worker, whose children multiprocessing refuses with a bare ``AssertionError``),
+    ``"finalizing"`` (the interpreter is shutting down: a process or a thread started now
+    may hang in its start-up for good) or ``"sigchld"`` (SIGCHLD ignored: children are reaped unseen, so no exit code is ever known
     and ``Process.close()`` fails on workers that are long gone)."""
+    if sys.is_finalizing():
+        return "finalizing"
     if multiprocessing.current_process().daemon:
         return "daemonic"
     sigchld = getattr(signal, "SIGCHLD", None)
@@ -231,6 +241,13 @@ def _choose_backend(
         if count > 1 and (total is None or total > 1) and not _no_processes():
             return Auto(count, start_method, total, threads)
         name = "serial"  # one worker, or one item: nothing to measure
+    elif name != "serial" and sys.is_finalizing():
+        raise ValueError(
+            f"{api}(): backend={name!r} starts workers, and the interpreter is shutting down "
+            "(this call runs during its finalization, from a __del__ or a late exit handler), "
+            "when neither processes nor threads can be started dependably: use "
+            "backend='serial' (the default, 'auto', does so by itself)"
+        )
     elif start_method is not None and not backends.BACKENDS[name].processes:
         raise ValueError(f"{api}(): start_method= does not apply to the {name!r} backend")
     elif backends.BACKENDS[name].processes:

@@ -28,8 +28,10 @@ writing a large result that the caller, stuck in that write, never reads: a dead
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
 import os
+import resource
 import pickle
 import threading
 import time
@@ -277,6 +279,7 @@ class ProcessBackend(Backend):
 
     def _spawn(self, slot: int) -> _Worker:
         assert self._board is not None
+        check_descriptors()
         self._board.starting(slot)  # until the worker claims the slot, when it is set up
         AT_EXIT.abandon()
         ours, theirs = self._ctx.Pipe(duplex=True)
@@ -472,6 +475,32 @@ class ProcessBackend(Backend):
             worker.held.popleft()
             self._ready.append(Outcome(chunk, [], (max(index, chunk.start), error)))
             self._replace(worker, blamed=index >= 0)
+
+
+#: Descriptors starting a worker takes at once: its socket pair, and multiprocessing's two pipes
+#: to the child (and, under spawn, those to its helpers), with some room.
+SPAWN_DESCRIPTORS = 8
+
+
+def check_descriptors() -> None:
+    """Raise ``OSError(EMFILE)`` if starting a worker could run out of file descriptors.
+
+    multiprocessing opens two pipes to start a process and leaks the first when the second
+    fails (``popen_fork._launch``): under ``ulimit -n 24`` every map that failed to start its
+    workers left 2 descriptors open. So the limit is checked first (a listing of
+    ``/proc/self/fd``, tens of microseconds, against the milliseconds a start takes)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return
+    if soft != resource.RLIM_INFINITY and used + SPAWN_DESCRIPTORS > soft:
+        raise OSError(
+            errno.EMFILE,
+            f"Too many open files to start a worker process: {used} of the {soft} this "
+            f"process may open are open, and starting one takes up to {SPAWN_DESCRIPTORS} "
+            f"(raise the limit, `ulimit -n`, or use fewer workers=)",
+        )
 
 
 def stop_workers(pool: list[_Worker]) -> None:

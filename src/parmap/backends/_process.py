@@ -31,8 +31,8 @@ import contextlib
 import errno
 import multiprocessing
 import os
-import resource
 import pickle
+import resource
 import threading
 import time
 from collections import deque

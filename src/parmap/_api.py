@@ -209,8 +209,9 @@ def _no_processes() -> str | None:
     """Why this process cannot run worker processes, if it cannot: ``"daemonic"`` (a daemonic
     worker, whose children multiprocessing refuses with a bare ``AssertionError``),
     ``"finalizing"`` (the interpreter is shutting down: a process or a thread started now
-    may hang in its start-up for good) or ``"sigchld"`` (SIGCHLD ignored: children are reaped unseen, so no exit code is ever known
-    and ``Process.close()`` fails on workers that are long gone)."""
+    may hang in its start-up for good) or ``"sigchld"`` (SIGCHLD ignored: children are
+    reaped unseen, so no exit code is ever known and ``Process.close()`` fails on workers
+    that are long gone)."""
     if sys.is_finalizing():
         return "finalizing"
     if multiprocessing.current_process().daemon:

@@ -131,8 +131,8 @@ class Recovery:
             again(item.chunk)  # its outcome comes with that run
         else:
             self.summary.failed += 1
-            if runs > 1 and hasattr(error, "add_note"):  # Python 3.11+
-                error.add_note(f"parmap: item {index} failed on each of {runs} attempts")
+            if runs > 1:
+                _say_attempts(error, index, runs)
             if self.policy.errors == "return":
                 note_item(error, index)
                 item.results = [error]
@@ -152,6 +152,16 @@ class Recovery:
         # parmap's own errors name their item; one that names none is about the workers (they
         # cannot start, or die one after another) or the initializer's overrun.
         return not isinstance(error, ParmapError) or getattr(error, "index", None) is not None
+
+
+def _say_attempts(error: BaseException, index: int, runs: int) -> None:
+    """Say how many times the item ran: in the message of parmap's own errors (which name their
+    item there already), in a note on your function's own (whose message is left alone)."""
+    said = f"item {index} failed on each of {runs} attempts"
+    if isinstance(error, ParmapError) and error.args and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0]}; {said}", *error.args[1:])
+    elif hasattr(error, "add_note"):  # Python 3.11+
+        error.add_note(f"parmap: {said}")
 
 
 def _piece(chunk: Chunk, begin: int, end: int, results: list[Any]) -> Outcome:

@@ -300,7 +300,11 @@ def test_recycling_is_refused_where_it_cannot_be_honoured(name: str, backend: st
         ({"errors": "skip"}, ValueError, 'errors must be "raise" or "return"'),
         ({"max_tasks_per_worker": 0}, ValueError, "max_tasks_per_worker must be at least 1"),
         ({"max_memory_per_worker": "lots"}, ValueError, "is not a size"),
-        ({"max_memory_per_worker": 1.5}, TypeError, "max_memory_per_worker must be a number"),
+        (
+            {"max_memory_per_worker": 1.5},
+            TypeError,
+            r"max_memory_per_worker must be an int \(bytes\)",
+        ),
         ({"checkpoint": 3}, TypeError, "checkpoint must be a path"),
     ],
 )
@@ -348,3 +352,82 @@ def test_the_progress_bar_shows_retries_and_failures() -> None:
     progress.advance(2, Summary(retried=1, failed=2))
     assert bar.postfix == {"retried": 1, "failed": 2}
     assert seen == [3, 5]
+
+
+# -- failures of a whole chunk, and what must never be kept ---------------------------------------
+
+
+class _Unloadable:
+    """Pickles in the worker, fails to unpickle in the caller."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ())
+
+
+def _refuse() -> None:
+    raise ValueError("will not load")
+
+
+def _unloadable_at_five(log: Path, x: int) -> Any:
+    _mark(log, x)
+    return _Unloadable() if x == 5 else x
+
+
+def _unpicklable_at_five(log: Path, x: int) -> Any:
+    import threading
+
+    _mark(log, x)
+    return threading.Lock() if x == 5 else x
+
+
+@with_engines(each_backend_and_method_once(RECOVERING))
+def test_a_result_that_will_not_unpickle_fails_its_own_slot_only(
+    engine: dict[str, Any], tmp_path: Path
+) -> None:
+    fn = functools.partial(_unloadable_at_five, tmp_path)
+    results = pmap(fn, range(8), errors="return", chunksize=8, **engine)
+    assert isinstance(results[5], parmap.ResultUnpicklingError)
+    assert [r for i, r in enumerate(results) if i != 5] == [0, 1, 2, 3, 4, 6, 7]
+
+
+@with_engines(each_backend_and_method_once(RECOVERING))
+def test_a_result_that_will_not_pickle_keeps_the_results_before_it(
+    engine: dict[str, Any], tmp_path: Path
+) -> None:
+    fn = functools.partial(_unpicklable_at_five, tmp_path)
+    results = pmap(fn, range(8), errors="return", chunksize=8, **engine)
+    assert isinstance(results[5], parmap.ResultPicklingError)
+    assert [r for i, r in enumerate(results) if i != 5] == [0, 1, 2, 3, 4, 6, 7]
+    assert [_runs(tmp_path, x) for x in range(5)] == [1] * 5  # kept, not run again
+
+
+def _interrupt_at_two(x: int) -> int:
+    if x == 2:
+        raise KeyboardInterrupt
+    return x
+
+
+def test_a_keyboard_interrupt_is_never_kept_in_a_slot() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        pmap(_interrupt_at_two, range(5), errors="return", backend="serial")
+
+
+def test_a_process_executor_you_pass_that_breaks_ends_the_map_cleanly(tmp_path: Path) -> None:
+    """It cannot be reopened: with errors="return" the death ends the map anyway, with
+    WorkerCrashedError, never a raw BrokenProcessPool."""
+    import concurrent.futures as cf
+
+    fn = functools.partial(always_crash, tmp_path, 7)
+    with cf.ProcessPoolExecutor(2) as executor, pytest.raises(WorkerCrashedError):
+        list(imap(fn, range(20), backend=executor, errors="return", chunksize=2))
+
+
+def test_a_checkpoint_tells_pmap_from_pstarmap_under_a_seed(tmp_path: Path) -> None:
+    store = tmp_path / "run.sqlite"
+    pairs = [(1, 2), (3, 4)]
+    assert pmap(_args, pairs, seed=3, checkpoint=store, backend="serial") == [((1, 2),), ((3, 4),)]
+    assert pstarmap(_args, pairs, seed=3, checkpoint=store, backend="serial") == pairs
+
+
+def _args(*args: Any) -> tuple[Any, ...]:
+    return args

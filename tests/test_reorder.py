@@ -73,3 +73,18 @@ def test_ordered_output_can_start_past_zero() -> None:
     order = Reorder(ordered=True, start=10)  # after "auto" ran items 0..9 in the caller
     order.add(ok(10, "k"))
     assert drained(order) == ["k"]
+
+
+def test_a_chunk_failed_for_a_later_items_sake_is_not_handed_out_empty() -> None:
+    """An engine broken by item 7's crash fails the chunk of items 0..4 too: its items never
+    ran, so nothing from item 0 on may go out (never an empty chunk and then later results)."""
+    from parmap._errors import WorkerCrashedError
+    from parmap.backends import Chunk, Outcome
+
+    order = Reorder(ordered=True)
+    crash = WorkerCrashedError("a worker", exitcode=-9, index=7)
+    order.add(Outcome(Chunk(5, list(range(5, 10))), [], (7, crash)))
+    order.add(Outcome(Chunk(0, list(range(5))), [], (7, crash)))
+    assert list(order.drain()) == []
+    assert order.failure is not None
+    assert order.failure[0] == 7

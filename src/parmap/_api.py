@@ -366,7 +366,7 @@ def _check_options(api: str, options: MapOptions) -> None:
             check(api, name, value)
 
 
-def _check_engine(api: str, chosen: Backend | Auto, options: MapOptions) -> None:
+def _check_engine(api: str, chosen: Backend | Auto, options: MapOptions, policy: LongRun) -> None:
     """What the chosen engine cannot honour is refused before work starts."""
     if options.get("timeout") is not None and not chosen.timeouts:
         raise ValueError(f"{api}(): timeout= cannot be enforced by {chosen!r}")
@@ -413,11 +413,11 @@ def _prepare(
         total,
         options.get("limit_threads", True),
     )
-    _check_engine(api, chosen, options)
+    _check_engine(api, chosen, options, policy)
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)
     whole = iterables[0] if len(iterables) == 1 and isinstance(iterables[0], range) else None
     reader = Reader(items, whole)
-    seed, options_fn = options.get("seed"), fn
+    seed, given = options.get("seed"), (fn, star)  # as given: what the checkpoint stores under
     if seed is not None:  # the index travels with each item; see _seeded
         fn, star, reader = Seeded(fn, seed, star), False, Reader(enumerate(items))
     initializer, initargs = options.get("initializer"), options.get("initargs", ())
@@ -440,8 +440,8 @@ def _prepare(
     recovery = Recovery(policy)
     path, resume = options.get("checkpoint"), None
     if path is not None:  # last: it holds the file until the map ends
-        shape = f"seed={options.get('seed')}:star={star}"
-        resume = Resume.open(api, path, options_fn, shape, recovery.summary)
+        shape = (*given, seed, initializer, initargs)
+        resume = Resume.open(api, path, shape, recovery.summary)
     return _Plan(chosen, call, reader, sizer, progress, recovery, resume)
 
 

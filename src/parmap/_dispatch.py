@@ -168,6 +168,7 @@ def dispatch(
     ``checkpoint=`` (see ``_resume``): stored results are handed on unrun, new ones stored.
     """
     per_worker = WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER
+    recycled = recovery.summary.recycled
     window = Window(backend, call, reader, sizer, per_worker, resume)
     order = Reorder(ordered=ordered, start=reader.position)
 
@@ -183,6 +184,7 @@ def dispatch(
                 if not window.running:
                     break
                 outcomes = backend.wait()
+                recovery.summary.recycled = recycled + backend.recycled
             for outcome in outcomes:
                 window.finished(outcome)
                 for piece in recovery.settle(outcome, again):
@@ -195,9 +197,9 @@ def dispatch(
             if order.settled(window.running):
                 break
         if order.failure is not None:
+            recovery.summary.failed += 1
             raise noted(order.failure)
         finished = True
     finally:
-        recovery.summary.recycled += backend.recycled
         if window.started:
             backend.stop(abort=not finished)

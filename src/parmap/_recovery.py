@@ -32,7 +32,9 @@ from typing import Any, Literal
 from ._errors import (
     InitializerError,
     ParmapError,
+    ResultUnpicklingError,
     TaskTimeoutError,
+    TaskUnpicklingError,
     WorkerCrashedError,
     note_item,
 )
@@ -118,6 +120,10 @@ class Recovery:
         index, error = outcome.failure
         if index not in chunk or not self._owned(error):
             return [outcome]
+        if self.policy.keep_going and _whole_chunk(outcome):
+            for offset in range(len(chunk.items)):  # which item it was: one at a time
+                _again(again, chunk, offset, offset + 1)
+            return []
         at = index - chunk.start
         kept = min(len(results), at)
         pieces = [_piece(chunk, 0, kept, results[:kept])] if kept else []
@@ -130,13 +136,13 @@ class Recovery:
                 self.summary.retried += 1
             again(item.chunk)  # its outcome comes with that run
         else:
-            self.summary.failed += 1
             if runs > 1:
                 _say_attempts(error, index, runs)
             if self.policy.errors == "return":
                 note_item(error, index)
                 item.results = [error]
                 self.returned.add(index)
+                self.summary.failed += 1
             else:
                 item.failure = (index, error)
                 return [*pieces, item]  # the loop stops here: the rest is never needed
@@ -146,12 +152,26 @@ class Recovery:
 
     @staticmethod
     def _owned(error: BaseException) -> bool:
-        """Whether a failure is its item's own (not the engine's, which ends the call)."""
-        if isinstance(error, InitializerError):
+        """Whether a failure is its item's own (not the engine's, which ends the call; nor a
+        ``KeyboardInterrupt`` or another ``BaseException`` that is not an ``Exception``, which
+        always propagates)."""
+        if isinstance(error, InitializerError) or not isinstance(error, Exception):
             return False
         # parmap's own errors name their item; one that names none is about the workers (they
         # cannot start, or die one after another) or the initializer's overrun.
         return not isinstance(error, ParmapError) or getattr(error, "index", None) is not None
+
+
+def _whole_chunk(outcome: Outcome) -> bool:
+    """Whether the failure is the whole chunk's, put at its first item: its items would not
+    unpickle in the worker, or its results in the caller (one of them, but which is unknown)."""
+    index, error = outcome.failure or (-1, None)
+    return (
+        len(outcome.chunk.items) > 1
+        and index == outcome.chunk.start
+        and not outcome.results
+        and isinstance(error, (TaskUnpicklingError, ResultUnpicklingError))
+    )
 
 
 def _say_attempts(error: BaseException, index: int, runs: int) -> None:
@@ -192,7 +212,7 @@ def parse_bytes(api: str, name: str, value: object) -> int:
         return value
     if not isinstance(value, str):
         raise TypeError(
-            f"{api}(): {name} must be a number of bytes or a string such as '512MiB', "
+            f"{api}(): {name} must be an int (bytes) or a string such as '512MiB', "
             f"got {type(value).__name__}"
         )
     match = _SIZE.fullmatch(value)

@@ -48,6 +48,11 @@ class Reorder:
     def add(self, outcome: Outcome) -> None:
         if outcome.failure is not None:
             self.fail(*outcome.failure)
+            if outcome.failure[0] >= outcome.chunk.stop:
+                # It failed for a later item's sake (an engine broken by that item's crash):
+                # its own items never ran. Held, it would be handed out empty, and the results
+                # after it with a silent gap; not held, nothing from it on goes out.
+                return
         if self.ordered:
             self._held[outcome.chunk.start] = outcome
         elif outcome.results:

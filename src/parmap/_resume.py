@@ -22,7 +22,10 @@ from ._errors import CheckpointError
 from ._recovery import Summary
 from .backends._base import Chunk, Outcome
 
-__all__ = ["Resume"]
+__all__ = ["Resume", "Shape"]
+
+#: What shapes a call's results: its function, ``star``, ``seed``, initializer and initargs.
+Shape = tuple[Callable[..., Any], bool, "int | None", "Callable[..., object] | None", Any]
 
 
 class Resume:
@@ -35,19 +38,16 @@ class Resume:
         self._pending: dict[int, bytes] = {}
 
     @classmethod
-    def open(
-        cls,
-        api: str,
-        path: str | os.PathLike[str],
-        fn: Callable[..., Any],
-        what: str,
-        summary: Summary,
-    ) -> Resume:
-        """Open the store for ``fn`` (``what``: the rest of the call that shapes its results);
-        ``CheckpointError`` at call time when it cannot be (held by another process, not a
-        checkpoint, a function that cannot be fingerprinted)."""
+    def open(cls, api: str, path: str | os.PathLike[str], shape: Shape, summary: Summary) -> Resume:
+        """Open the store for the call's ``shape``: ``(fn, star, seed, initializer,
+        initargs)``, what shapes its results; ``CheckpointError`` at call time when it cannot
+        be (held by another process, not a checkpoint, a function that cannot be
+        fingerprinted)."""
+        fn, star, seed, initializer, initargs = shape
         try:
-            function = f"{function_fingerprint(fn)}:{what}"
+            init = "-" if initializer is None else function_fingerprint(initializer)
+            rest = f"star={star}:seed={seed}:init={init}:{item_fingerprint(initargs).hex()}"
+            function = f"{function_fingerprint(fn)}:{rest}"
         except TypeError as exc:
             raise CheckpointError(
                 os.fspath(path), f"{api}(): the function cannot be fingerprinted: {exc}"

@@ -158,9 +158,12 @@ class Raised:
     exception: bytes = field(repr=False)
     partial: list[Any] = field(repr=False)
     traceback: str = field(repr=False)
+    #: As ``Done.spent``: the worker is above its memory limit.
+    spent: bool = False
 
     def encode(self, out: list[pickle.PickleBuffer] | None = None) -> bytes:
-        return dumps((self.kind, self.index, self.exception, self.partial, self.traceback))
+        shape = (self.kind, self.index, self.exception, self.partial, self.traceback)
+        return dumps((*shape, True) if self.spent else shape)
 
     def failure(self, start: int, count: int) -> Failure:
         error: BaseException
@@ -185,9 +188,12 @@ class Exited:
     code: object
     partial: list[Any] = field(repr=False)
     traceback: str = field(repr=False)
+    #: As ``Done.spent``: the worker is above its memory limit.
+    spent: bool = False
 
     def encode(self, out: list[pickle.PickleBuffer] | None = None) -> bytes:
-        return dumps((self.kind, self.index, self.code, self.partial, self.traceback))
+        shape = (self.kind, self.index, self.code, self.partial, self.traceback)
+        return dumps((*shape, True) if self.spent else shape)
 
     def failure(self, start: int, count: int) -> Failure:
         error = TaskExitError(f"item {self.index}", code=self.code, index=self.index)
@@ -236,11 +242,11 @@ def decode_reply(
     kind = shape[0]
     if kind == Done.kind:
         return Done(shape[1], shape[2], len(shape) > 3)
-    _, index, detail, partial, tb = shape
+    _, index, detail, partial, tb, *rest = shape
     if kind == Raised.kind:
-        return Raised(index, detail, partial, tb)
+        return Raised(index, detail, partial, tb, bool(rest))
     if kind == Exited.kind:
-        return Exited(index, detail, partial, tb)
+        return Exited(index, detail, partial, tb, bool(rest))
     phase, what = detail
     return Broken(index, phase, what, tb, partial)
 
@@ -254,10 +260,8 @@ def _broken_error(
 ) -> SerializationError | InitializerError:
     if phase == "initializer":
         return InitializerError(what, index=index)
-    if phase == "function-unpickle":
-        return TaskUnpicklingError(
-            f"the function could not be unpickled in the worker: {what}", index=index
-        )
+    if phase == "function-unpickle":  # no item's own failure: the call's (index None)
+        return TaskUnpicklingError(f"the function could not be unpickled in the worker: {what}")
     if phase == "task-unpickle":
         return TaskUnpicklingError(
             f"{items} could not be unpickled in the worker: {what}", index=index

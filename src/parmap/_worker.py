@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -245,13 +246,14 @@ def _reply(
     reply: Raised | Exited
     if isinstance(exc, SystemExit):
         code = exc.code if isinstance(exc.code, (int, str, type(None))) else repr(exc.code)
-        reply = Exited(index, code, results, tb)
+        reply = Exited(index, code, results, tb, spent)
     else:
         try:
-            reply = Raised(index, dumps(exc), results, tb)
+            reply = Raised(index, dumps(exc), results, tb, spent)
         except (Exception, SystemExit) as problem:
             what = f"the exception {describe(exc)} raised by item {index} could not be pickled: "
-            return Broken(index, "result-pickle", what + describe(problem), tb).encode()
+            failed = Broken(index, "result-pickle", what + describe(problem), tb, results)
+            return _encode_broken(failed, start)
     try:
         return reply.encode()
     except (Exception, SystemExit):
@@ -259,14 +261,25 @@ def _reply(
 
 
 def _unpicklable_result(results: list[Any], start: int) -> bytes:
-    """The reply for results that would not pickle: an error naming the first such item."""
+    """The reply for results that would not pickle: an error naming the first such item, with
+    the results before it (they pickle: those after it run again, where the map goes on)."""
     try:
         dumps_items(results, start, "the result of item", ResultPicklingError)
     except ResultPicklingError as error:
         cause = error.__cause__ or error
         index = start if error.index is None else error.index
-        return Broken(index, "result-pickle", str(error), _traceback(cause)).encode()
+        failed = Broken(index, "result-pickle", str(error), _traceback(cause))
+        return _encode_broken(replace(failed, partial=results[: index - start]), start)
     raise AssertionError("unreachable: the results pickled on their own")  # pragma: no cover
+
+
+def _encode_broken(reply: Broken, start: int) -> bytes:
+    """A ``Broken`` reply with the results before its item, or without them if even they will
+    not pickle as a whole (then they run again, where the map goes on)."""
+    try:
+        return reply.encode()
+    except (Exception, SystemExit):
+        return replace(reply, partial=[]).encode()
 
 
 def run_chunk_with(key: object, fn_bytes: bytes, star: bool, start: int, payload: bytes) -> bytes:

@@ -172,7 +172,8 @@ class Outcome:
             return cls(chunk, [], reply)
         if isinstance(reply, Done):
             return cls(chunk, reply.results, None, reply.seconds, spent=reply.spent)
-        return cls(chunk, reply.partial, reply.failure(chunk.start, len(chunk.items)))
+        failure = reply.failure(chunk.start, len(chunk.items))
+        return cls(chunk, reply.partial, failure, spent=getattr(reply, "spent", False))
 
 
 def _run_chunk_here(call: Call, chunk: Chunk, board: Cells | None, base: int) -> Outcome:
@@ -407,6 +408,14 @@ class FutureBackend(Backend):
             future = self._submit(chunk)
         except TaskPicklingError as error:
             self._failed.append(Outcome.failed(chunk, error.index or chunk.start, error))
+            return
+        except self.broken as exc:  # broken for good by a death (an executor you pass)
+            crash = WorkerCrashedError(
+                f"the executor, broken by a worker's death, could not take {chunk.describe()}",
+                exitcode=None,
+            )  # no item's own failure (index None): it ends the call, whatever the options
+            crash.__cause__ = exc
+            self._failed.append(Outcome.failed(chunk, chunk.start, crash))
             return
         except RuntimeError as exc:  # "cannot schedule new futures after interpreter shutdown"
             if not _ending.exiting() or "shutdown" not in str(exc):

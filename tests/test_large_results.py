@@ -1,7 +1,8 @@
 """Stopping a call while large results are in flight never hangs (joblib's
 ``test_deadlock_with_generator`` shape): a worker killed in the middle of writing a 500 KB result
-must not leave the engine waiting for the rest of it. Each scenario runs as a program under a
-time limit, checked for leftover processes."""
+must not leave the engine waiting for the rest of it, nor for the result pipe's write lock it
+held (multiprocessing.Pool's terminate() did: the issue's case 7). Each scenario runs as a
+program under a time limit, checked for leftover processes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import textwrap
 
 import pytest
 
-from .helpers import alive
+from .helpers import alive, run_script
 
 PROGRAM = textwrap.dedent(
     """
@@ -48,10 +49,7 @@ PROGRAM = textwrap.dedent(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", ["close", "raise"])
-# Not yet "pool": multiprocessing.Pool's terminate() SIGKILLs a worker that may be writing a
-# large result while holding the result queue's write lock, and its task-handler thread then
-# waits for that lock for good (about 2 runs in 3 beside two CPU hogs); see the issue.
-@pytest.mark.parametrize("backend", ["process", "futures"])
+@pytest.mark.parametrize("backend", ["process", "pool", "futures"])
 def test_stopping_with_large_results_in_flight_does_not_hang(backend: str, case: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", PROGRAM, backend, case],
@@ -69,3 +67,51 @@ def test_stopping_with_large_results_in_flight_does_not_hang(backend: str, case:
     assert proc.returncode == 0, err
     assert out.strip() == "done"
     assert not alive(proc.pid)
+
+
+#: Both scenarios, ``ROUNDS`` times each in one program, then a map that must work.
+REPEATED = textwrap.dedent(
+    """
+    import sys
+    import parmap
+
+    def big(x):
+        return b"x" * 500_000
+
+    def fails_at_three(x):
+        if x == 3:
+            raise ValueError(x)
+        return b"x" * 500_000
+
+    backend, start_method, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    options = dict(backend=backend, start_method=start_method, workers=2)
+    for _ in range(rounds):
+        try:
+            parmap.pmap(fails_at_three, range(40), **options)
+        except ValueError as exc:
+            assert exc.args == (3,), exc
+        else:
+            raise AssertionError("no ValueError")
+        print("raised", flush=True)
+        with parmap.imap(big, range(100), **options) as it:
+            assert len(next(it)) == len(next(it)) == 500_000
+        print("closed", flush=True)
+    assert parmap.pmap(abs, [-1, -2], **options) == [1, 2]
+    print("done", flush=True)
+    """
+)
+ROUNDS = 6
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("backend", ["pool", "futures"])
+def test_stopping_with_large_results_in_flight_again_and_again(
+    backend: str, start_method: str
+) -> None:
+    """The issue's case 7: of three "pool" maps in a row whose item 3 raised, a later one hung
+    for good (1 run in 3 of 5 rounds), as did an imap closed after two results (1 in 3)."""
+    finished = run_script(["-c", REPEATED, backend, start_method, str(ROUNDS)], timeout=120)
+    assert finished.returncode == 0, finished.err
+    assert finished.out.split() == ["raised", "closed"] * ROUNDS + ["done"]
+    assert finished.err == ""

@@ -18,7 +18,7 @@ from typing import Any
 from .._children import join_exit, reap
 from .._worker import pool_initializer, run_chunk
 from ._base import Chunk
-from ._watched import WatchedPool
+from ._watched import Receiver, WatchedPool, guarded_context
 
 __all__ = ["FuturesBackend"]
 
@@ -34,8 +34,15 @@ class FuturesBackend(WatchedPool):
 
     def _open(self, initargs: tuple[Any, ...]) -> None:
         self._executor = cf.ProcessPoolExecutor(
-            self.workers, mp_context=self._ctx, initializer=pool_initializer, initargs=initargs
+            self.workers,
+            mp_context=guarded_context(self._ctx),  # see there: no descriptor lost at the limit
+            initializer=pool_initializer,
+            initargs=initargs,
         )
+        # Its manager thread reads results through this, which keeps what stopped it: the
+        # executor would call a MemoryError receiving a large result a worker's abrupt death.
+        reader = self._executor._result_queue._reader  # type: ignore[attr-defined]
+        self._receiver = reader.recv = Receiver(reader.recv, quietly=False)
 
     def _processes(self) -> Iterable[BaseProcess]:
         return self._processes_of(self._executor)
@@ -75,8 +82,19 @@ class FuturesBackend(WatchedPool):
             writer = getattr(result_queue, "_writer", None)
             if writer is not None:
                 writer.close()
+        # Its manager thread closes these as it ends; with none started (a worker failed to
+        # start: "Too many open files"), they would wait for a garbage collection.
+        call_queue = getattr(executor, "_call_queue", None)
+        wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
+        manager = getattr(executor, "_executor_manager_thread", None)
         # No cancel_futures: after the kill the executor fails every pending future itself.
         executor.shutdown(wait=True, cancel_futures=not abort)
+        if manager is None:
+            if call_queue is not None:  # nothing was put in it: no feeder thread uses its pipe
+                call_queue._reader.close()
+                call_queue._writer.close()
+            if wakeup is not None:
+                wakeup.close()
         # Without this, the result pipe and the workers' sentinels stay open until a garbage
         # collection finds the executor.
         result_queue = getattr(executor, "_result_queue", None)

@@ -44,8 +44,9 @@ from typing import Any
 
 from .._board import INITIALIZING, STARTING, Board
 from .._children import join_exit, reap
-from .._errors import TaskPicklingError, WorkerCrashedError
+from .._errors import ResultUnpicklingError, TaskPicklingError, WorkerCrashedError
 from .._exit import AT_EXIT
+from .._serialize import describe
 from .._wire import QUIT, RELEASE, Work, receive_buffers, split_framed
 from .._worker import process_main
 from ._base import (
@@ -377,7 +378,23 @@ class ProcessBackend(Backend):
         except (EOFError, OSError):
             self._lost(worker)
             return
+        except Exception as exc:  # a MemoryError receiving a large result
+            self._unreceived(worker, exc)
+            return
         self._ready.append(outcome)
+
+    def _unreceived(self, worker: _Worker, exc: Exception) -> None:
+        """A reply could not be received (this process ran out of memory reading it): its
+        chunk fails naming why, and the worker, its pipe now out of step, is replaced."""
+        chunk = worker.held.popleft().chunk
+        error = ResultUnpicklingError(
+            f"the results of {chunk.describe()} could not be received: {describe(exc)}",
+            index=chunk.start,
+        )
+        error.__cause__ = exc.with_traceback(None)  # its frames hold what was read so far
+        self._ready.append(Outcome.failed(chunk, chunk.start, error))
+        worker.proc.kill()
+        self._replace(worker, blamed=True)
 
     def _read_reply(self, worker: _Worker) -> Outcome:
         main, sizes = split_framed(memoryview(worker.conn.recv_bytes()))

@@ -12,20 +12,22 @@ would every worker the engine started after it: Pool would respawn them forever.
 from __future__ import annotations
 
 import contextlib
+import copy
 import multiprocessing
 import os
 import signal
 import time
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .._board import IDLE, INITIALIZING, Board, SlotView
-from .._errors import WorkerCrashedError
+from .._errors import ResultUnpicklingError, WorkerCrashedError
 from .._forked import ours
+from .._serialize import describe
 from .._wire import Failure
 from ._base import (
     Call,
@@ -37,7 +39,7 @@ from ._base import (
     timeout_failure,
 )
 
-__all__ = ["WatchedPool"]
+__all__ = ["Receiver", "WatchedPool", "guarded_context"]
 
 #: A worker found dead after finishing a chunk gets this long for its reply to arrive.
 REPLY_GRACE = 0.5
@@ -45,6 +47,68 @@ REPLY_GRACE = 0.5
 REAP_RACE = 0.5
 #: After the engine says it broke, how long its workers get to be reaped.
 BROKEN_JOIN = 2.0
+
+
+class Receiver:
+    """What the engine's result-reading thread calls in place of its result pipe's ``recv``,
+    keeping what stopped it other than the end of the pipe (a ``MemoryError`` receiving a
+    large result): the engine says nothing about that (Pool's thread just dies, and
+    ProcessPoolExecutor calls it a worker's abrupt death)."""
+
+    def __init__(self, recv: Callable[[], Any], *, quietly: bool) -> None:
+        self._recv = recv
+        #: Raise ``EOFError`` in its place (the engine's thread then ends without a traceback).
+        self._quietly = quietly
+        self.error: BaseException | None = None
+
+    def __call__(self) -> Any:
+        try:
+            return self._recv()
+        except (OSError, EOFError):
+            raise
+        except BaseException as exc:
+            # Without its traceback: its frames hold what was received so far (a large buffer).
+            self.error = exc.with_traceback(None)
+            if self._quietly:
+                raise EOFError from None
+            raise
+
+
+def guarded_context(ctx: BaseContext) -> BaseContext:
+    """``ctx``, or under fork a copy whose processes first check that the four descriptors a
+    fork takes are there: when the second of its two pipes fails (``OSError: Too many open
+    files``), multiprocessing's fork launcher leaves the first one open, two descriptors lost
+    per failed call. Checked here, the error comes before the launcher opens anything."""
+    if ctx.get_start_method() != "fork":
+        return ctx
+    guarded = copy.copy(ctx)
+    make = ctx.Process  # type: ignore[attr-defined]
+
+    def process(*args: Any, **kwds: Any) -> Any:
+        proc = make(*args, **kwds)
+        start = proc.start
+
+        def checked_start() -> None:
+            reserve_descriptors()
+            start()
+
+        proc.start = checked_start
+        return proc
+
+    guarded.Process = process  # type: ignore[attr-defined]
+    return guarded
+
+
+def reserve_descriptors() -> None:
+    """Open (and close) two pipes: ``OSError`` now if a fork's two pipes could not be opened."""
+    first = os.pipe()
+    try:
+        second = os.pipe()
+    finally:
+        for fd in first:
+            os.close(fd)
+    for fd in second:
+        os.close(fd)
 
 
 class WatchedPool(FutureBackend):
@@ -61,6 +125,8 @@ class WatchedPool(FutureBackend):
         self._board = Board.local(1)
         self._procs: dict[int, BaseProcess] = {}
         self._counter: Any = None  # how many workers have taken a slot on the board
+        #: Reads the engine's result pipe, where ``_open`` installs one (see ``Receiver``).
+        self._receiver: Receiver | None = None
 
     @abstractmethod
     def _open(self, initargs: tuple[Any, ...]) -> None:
@@ -98,7 +164,14 @@ class WatchedPool(FutureBackend):
             call.timeout,
             call.inherited,  # after fn_bytes: set there, where initargs travel this way
         )
-        self._open(args)
+        self._receiver = None
+        try:
+            self._open(args)
+        except BaseException:
+            # Not started, so never stopped by the caller: what did start is stopped here
+            # (the engine's workers, its pipes, and the call's registration at exit).
+            self.stop(abort=True)
+            raise
         self._track()
 
     def _track(self) -> None:
@@ -133,6 +206,7 @@ class WatchedPool(FutureBackend):
         self._procs.clear()
         self._board = Board.local(1)  # free the shared block now (see _release)
         self._counter = None
+        self._receiver = None
         # Workers the engine replaced are remembered by multiprocessing until its next clean-up,
         # and their sentinels stay open until then: clean up now.
         multiprocessing.active_children()
@@ -150,8 +224,12 @@ class WatchedPool(FutureBackend):
 
     def _check(self, *, broken: bool = False) -> Failure | None:
         """The first of: a worker that died in the initializer, one that died holding a
-        chunk, one that died starting (each a failure), or an overrun (its worker killed)."""
+        chunk, one that died starting (each a failure), or an overrun (its worker killed);
+        before those, results that could not be received (the engine then kills its workers)."""
         self._track()
+        unreceived = self._unreceived()
+        if unreceived is not None:
+            return unreceived
         if broken:
             # The engine is stopping its workers; once they are joined every exit code is known.
             deadline = time.monotonic() + BROKEN_JOIN
@@ -167,6 +245,27 @@ class WatchedPool(FutureBackend):
         if starting is not None:
             return -1, starting
         return self._overrun()
+
+    def _receives(self) -> bool:
+        """Whether the engine is still reading results (Pool's result thread is alive)."""
+        return True
+
+    def _unreceived(self) -> Failure | None:
+        """The engine stopped receiving results (a ``MemoryError`` reading a large one): the
+        failure for the lowest chunk out, whose results will never arrive (which reply the
+        engine was reading is unknown; the rest are lost with it)."""
+        error = self._receiver.error if self._receiver is not None else None
+        if (error is None and self._receives()) or not self._pending:
+            return None
+        chunk = min(self._pending.values(), key=lambda c: c.start)
+        why = describe(error) if error is not None else "its result-reading thread ended"
+        failure = ResultUnpicklingError(
+            f"the results of {chunk.describe()} could not be received: the {self.name!r} "
+            f"engine stopped reading results ({why})",
+            index=chunk.start,
+        )
+        failure.__cause__ = error
+        return chunk.start, failure
 
     def _died_initializing(self) -> WorkerCrashedError | None:
         """A worker that died in the initializer: the engine would start another, forever.

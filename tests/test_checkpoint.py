@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 import parmap
-from parmap._checkpoint import Checkpoint, function_fingerprint, item_fingerprint
+from parmap._checkpoint import Checkpoint
 from parmap._errors import CheckpointError
+from parmap._fingerprint import function_fingerprint, item_fingerprint
 
 from .helpers import Lines
 
@@ -500,7 +501,7 @@ def test_a_closure_over_what_cannot_be_pickled_has_no_fingerprint() -> None:
 
 FINGERPRINTS = """
     import sys, textwrap
-    from parmap._checkpoint import function_fingerprint, item_fingerprint
+    from parmap._fingerprint import function_fingerprint, item_fingerprint
 
     namespace = {"__name__": "checkpoint_test_module"}
     exec(compile(sys.argv[1], "<checkpoint-test>", "exec"), namespace)

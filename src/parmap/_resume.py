@@ -17,8 +17,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ._checkpoint import Checkpoint, function_fingerprint, item_fingerprint
+from ._checkpoint import Checkpoint
 from ._errors import CheckpointError
+from ._fingerprint import function_fingerprint, item_fingerprint
 from ._recovery import Summary
 from .backends._base import Chunk, Outcome
 

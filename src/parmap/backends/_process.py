@@ -336,8 +336,16 @@ class ProcessBackend(Backend):
         """One more worker, for a chunk no worker is free for: workers start as the work needs
         them, so ``workers=10000`` over a generator of 5 items starts 5, and a map of one chunk
         starts one (a warm set of workers grows the same way)."""
-        worker = self._spawn(len(self._pool))
-        self._pool.append(worker)
+        return self._start_in(len(self._pool))
+
+    def _start_in(self, slot: int) -> _Worker:
+        """A worker started in ``slot`` (a new one, or a dead or retired worker's), in the pool
+        and given the call's function."""
+        worker = self._spawn(slot)
+        if slot < len(self._pool):
+            self._pool[slot] = worker
+        else:
+            self._pool.append(worker)
         if self._call is not None:
             self._send(worker, self._function)
         return worker
@@ -364,11 +372,7 @@ class ProcessBackend(Backend):
         worker.conn.close()
         _close(worker.proc)
         self.recycled += 1
-        fresh = self._spawn(worker.slot)
-        self._pool[self._pool.index(worker)] = fresh
-        if self._call is not None:
-            self._send(fresh, self._function)
-        return fresh
+        return self._start_in(worker.slot)
 
     def _receive(self, worker: _Worker) -> None:
         if worker not in self._pool or self._broken is not None:
@@ -452,10 +456,7 @@ class ProcessBackend(Backend):
         if self.respawn_cap and self._respawns > 2 * self.workers + 2:
             self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
             return
-        fresh = self._spawn(worker.slot)
-        self._pool[self._pool.index(worker)] = fresh
-        if self._call is not None:
-            self._send(fresh, self._function)
+        self._start_in(worker.slot)
 
     def _give_up(self, error: WorkerCrashedError) -> None:
         """Workers cannot run this call: report every chunk out as failed with ``error`` (the

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar
 
-from typing_extensions import Self, TypeVarTuple
+from typing_extensions import Self
 
 from . import backends
 from ._auto import Auto
@@ -36,11 +36,6 @@ from .backends import Backend, BackendName, Call
 __all__ = ["MapIterator", "MapOptions", "default_workers"]
 
 R = TypeVar("R")
-T1 = TypeVar("T1")
-T2 = TypeVar("T2")
-T3 = TypeVar("T3")
-T4 = TypeVar("T4")
-Ts = TypeVarTuple("Ts")
 
 
 class MapOptions(TypedDict, total=False):

@@ -50,7 +50,7 @@ ALWAYS_RETRIED: tuple[type[BaseException], ...] = (WorkerCrashedError, TaskTimeo
 
 @dataclass
 class Summary:
-    """What a map went through; see [`MapIterator.summary`][parmap.MapIterator.summary].
+    """What a map went through; see `summary` of a [`MapIterator`][parmap.MapIterator].
 
     - ``attempts``: runs of items that failed and ran again, or failed for good;
     - ``retried``: items that ran more than once;

@@ -423,3 +423,19 @@ def test_workers_that_cannot_start_leak_nothing() -> None:
     done = run_script(["-c", UNDER_A_LOW_FD_LIMIT], timeout=60)
     assert done.returncode == 0, done.err
     assert done.out.strip() == "ok"
+
+
+def _siblings(x: int) -> int:
+    """How many worker processes the caller (this worker's parent) has right now."""
+    from .helpers import children
+
+    return sum(1 for pid in children(os.getppid()) if _is_a_worker(pid))
+
+
+@pytest.mark.parametrize("backend", ["pool", "futures"])
+def test_stdlib_pools_open_with_no_more_workers_than_the_work(backend: str) -> None:
+    """``Pool`` starts every worker it is asked for (``ProcessPoolExecutor`` too, under fork):
+    they open at the first wait, with no more workers than the chunks out by then."""
+    counts = pmap(_siblings, (x for x in range(5)), backend=backend, workers=200,
+                  start_method="fork")  # fmt: skip
+    assert max(counts) <= 5, counts

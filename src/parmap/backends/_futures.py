@@ -34,7 +34,7 @@ class FuturesBackend(WatchedPool):
 
     def _open(self, initargs: tuple[Any, ...]) -> None:
         self._executor = cf.ProcessPoolExecutor(
-            self.workers,
+            self.size,
             mp_context=guarded_context(self._ctx),  # see there: no descriptor lost at the limit
             initializer=pool_initializer,
             initargs=initargs,

@@ -150,7 +150,7 @@ class PoolBackend(WatchedPool):
     def _open(self, initargs: tuple[Any, ...]) -> None:
         # The context checks for descriptors before each fork (see guarded_context).
         context = guarded_context(self._ctx)
-        self._pool = _KillingPool(self.workers, pool_initializer, initargs, context=context)
+        self._pool = _KillingPool(self.size, pool_initializer, initargs, context=context)
         self._receiver = self._pool.receiver
 
     def _processes(self) -> Iterable[BaseProcess]:

@@ -31,7 +31,9 @@ from .._serialize import describe
 from .._wire import Failure
 from ._base import (
     Call,
+    Chunk,
     FutureBackend,
+    Outcome,
     crash_failure,
     initializer_crash,
     overdue,
@@ -127,6 +129,9 @@ class WatchedPool(FutureBackend):
         self._counter: Any = None  # how many workers have taken a slot on the board
         #: Reads the engine's result pipe, where ``_open`` installs one (see ``Receiver``).
         self._receiver: Receiver | None = None
+        #: Chunks submitted before the engine opens (see ``start``), and the engine's size.
+        self._queued: list[Chunk] | None = None
+        self.size = workers
 
     @abstractmethod
     def _open(self, initargs: tuple[Any, ...]) -> None:
@@ -148,9 +153,32 @@ class WatchedPool(FutureBackend):
         """The engine's worker processes right now."""
 
     def start(self, call: Call) -> None:
+        """Get ready; the engine opens at the first ``wait``, with no more workers than the
+        chunks submitted by then: both engines start their workers when they open (``Pool``
+        all of them; ``ProcessPoolExecutor`` too under fork), and ``workers=10000`` over a
+        generator of 5 items started 10,000 processes."""
         super().start(call)
+        self._queued = []
+
+    def submit(self, chunk: Chunk) -> None:
+        if self._queued is None:
+            super().submit(chunk)
+        else:
+            self._queued.append(chunk)
+
+    def wait(self) -> list[Outcome]:
+        if self._queued is not None:
+            queued, self._queued = self._queued, None
+            assert self._call is not None
+            self._open_for(self._call, len(queued))
+            for chunk in queued:
+                super().submit(chunk)
+        return super().wait()
+
+    def _open_for(self, call: Call, chunks: int) -> None:
+        self.size = max(1, min(self.workers, chunks))
         # Slots for replacements too: Pool starts a new worker for each one that dies.
-        self._board = Board.shared(self._ctx, 2 * self.workers + 8)
+        self._board = Board.shared(self._ctx, 2 * self.size + 8)
         counter = self._counter = self._ctx.Value("i", 0)
         self._procs = {}
         self._suspects: dict[int, float] = {}
@@ -168,8 +196,8 @@ class WatchedPool(FutureBackend):
         try:
             self._open(args)
         except BaseException:
-            # Not started, so never stopped by the caller: what did start is stopped here
-            # (the engine's workers, its pipes, and the call's registration at exit).
+            # What did start is stopped at once (the engine's workers, its pipes, the call's
+            # registration at exit), whoever stops the call after.
             self.stop(abort=True)
             raise
         self._track()
@@ -202,6 +230,7 @@ class WatchedPool(FutureBackend):
         return False, None
 
     def stop(self, *, abort: bool) -> None:
+        self._queued = None
         super().stop(abort=abort)
         self._procs.clear()
         self._board = Board.local(1)  # free the shared block now (see _release)

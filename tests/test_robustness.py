@@ -433,7 +433,7 @@ def _siblings(x: int) -> int:
 
 
 @pytest.mark.parametrize("backend", ["pool", "futures"])
-def test_stdlib_pools_open_with_no_more_workers_than_the_work(backend: str) -> None:
+def test_stdlib_pools_open_with_no_more_workers_than_the_work(backend: BackendName) -> None:
     """``Pool`` starts every worker it is asked for (``ProcessPoolExecutor`` too, under fork):
     they open at the first wait, with no more workers than the chunks out by then."""
     counts = pmap(_siblings, (x for x in range(5)), backend=backend, workers=200,

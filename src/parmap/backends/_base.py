@@ -47,6 +47,9 @@ __all__ = ["Backend", "Call", "Chunk", "FutureBackend", "Outcome"]
 
 #: How often a FutureBackend looks at its workers while it waits (deaths, overruns).
 WATCH_INTERVAL = 0.1
+#: In a call that goes on, how many times in a row an engine may break with no death to blame
+#: before the break ends the call (each time, every chunk out runs again on a fresh engine).
+UNATTRIBUTED_BREAKS = 3
 
 
 @dataclass
@@ -367,6 +370,8 @@ class FutureBackend(Backend):
         self._pending: dict[cf.Future[Any], Chunk] = {}
         self._failed: list[Outcome] = []
         self._fatal: Failure | None = None
+        #: Breaks in a row the engine's workers could not be blamed for (see ``wait``).
+        self._unattributed = 0
         self._call: Call | None = None
         #: The thread that last started, fed or waited for the call (see ``_ending``).
         self.driver: threading.Thread | None = None
@@ -441,12 +446,22 @@ class FutureBackend(Backend):
             if self._fatal is None:
                 # Before any chunk leaves _pending: a broken engine's dead worker is found by
                 # the chunk it held.
-                self._fatal = self._check(broken=any(self._broke(f) for f in done))
+                broke = any(self._broke(f) for f in done)
+                self._fatal = self._check(broken=broke)
+                going_on = self._call is not None and self._call.keep_going and self.reopens
                 if self._fatal is not None:
                     self._fail_holder(self._fatal)
-                    if self._call is not None and self._call.keep_going and self._fatal[0] >= 0:
-                        self._restart(self._call)
+                    if going_on and self._fatal[0] >= 0:
+                        self._restart(self._call)  # type: ignore[arg-type]
                         continue
+                elif broke and going_on and self._unattributed < UNATTRIBUTED_BREAKS:
+                    # Broken, but no death found on the board (a worker that died between
+                    # items, or before its slot said what it held): every chunk out is run
+                    # again on a fresh engine, none charged an attempt; a limit on such breaks
+                    # in a row keeps an engine that cannot run the call from looping.
+                    self._unattributed += 1
+                    self._restart(self._call)  # type: ignore[arg-type]
+                    continue
             for future in done:
                 if future in self._pending:
                     self._failed.append(self._finish(self._pending.pop(future), future))
@@ -459,6 +474,7 @@ class FutureBackend(Backend):
     def _finish(self, chunk: Chunk, future: cf.Future[Any]) -> Outcome:
         exc = future.exception()
         if exc is None:
+            self._unattributed = 0
             return self._outcome(chunk, future.result())
         if isinstance(exc, self.broken):
             if self._fatal is not None:

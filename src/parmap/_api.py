@@ -224,6 +224,7 @@ def _choose_backend(
     start_method: str | None,
     total: int | None,
     limit_threads: bool,
+    recycling: bool = False,
 ) -> Backend | Auto:
     if isinstance(backend, (Backend, cf.Executor)):
         return _given_backend(api, backend, workers, start_method)
@@ -234,9 +235,12 @@ def _choose_backend(
     threads = max(1, default_workers() // count) if limit_threads else None
     if name == "auto":
         # Where worker processes cannot run (see _no_processes), the caller is all there is.
-        if count > 1 and (total is None or total > 1) and not _no_processes():
+        # One worker, or one item: nothing to measure, and the caller runs it, unless workers
+        # are to be replaced (they are processes, then).
+        several = count > 1 and (total is None or total > 1)
+        if (several or recycling) and not _no_processes():
             return Auto(count, start_method, total, threads)
-        name = "serial"  # one worker, or one item: nothing to measure
+        name = "serial"
     elif name != "serial" and sys.is_finalizing():
         raise ValueError(
             f"{api}(): backend={name!r} starts workers, and the interpreter is shutting down "
@@ -370,8 +374,8 @@ def _check_engine(api: str, chosen: Backend | Auto, options: MapOptions, policy:
     for name in ("max_tasks_per_worker", "max_memory_per_worker"):
         if options.get(name) is not None and not chosen.recycles:
             raise ValueError(
-                f"{api}(): {name}= cannot be honoured by {chosen!r}: only parmap's own worker "
-                f"processes are replaced one at a time; use backend='process' (or 'auto')"
+                f"{api}(): {name}= cannot be honoured by {chosen!r}: {chosen.no_recycling}; use "
+                f"backend='process' (or 'auto')"
             )
     if options.get("seed") is not None and chosen.threaded:
         raise ValueError(
@@ -407,6 +411,8 @@ def _prepare(
         options.get("start_method"),
         total,
         options.get("limit_threads", True),
+        options.get("max_tasks_per_worker") is not None
+        or options.get("max_memory_per_worker") is not None,
     )
     _check_engine(api, chosen, options, policy)
     items = sources[0] if len(sources) == 1 else zip(*sources, strict=False)

@@ -93,6 +93,7 @@ class Auto:
     pickles = False
     threaded = False
     recycles = True
+    no_recycling = ""
     inherits = True
 
     def __init__(

@@ -103,6 +103,11 @@ class Board:
         base = _WIDTH * slot
         self.cells[base : base + _WIDTH] = [0, IDLE, STARTING, 0]
 
+    def free(self, slot: int) -> None:
+        """Mark a slot as no worker's (one that retired), for the next worker to claim."""
+        base = _WIDTH * slot
+        self.cells[base : base + _WIDTH] = [0, IDLE, IDLE, 0]
+
     def claim(self, slot: int, pid: int) -> None:
         base = _WIDTH * slot
         self.cells[base : base + _WIDTH] = [pid, IDLE, IDLE, 0]

@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
+from multiprocessing.util import Finalize
 from typing import Any
 
 from ._board import CHUNK, IDLE, INDEX, INITIALIZING, RECEIVING, RETURNING, STARTED, Board, Cells
@@ -445,21 +446,56 @@ def pool_initializer(
     caller: int,
     threads: int | None,
     board: Board,
-    counter: Any,
+    counts: Any,
     fn_bytes: bytes,
     star: bool,
     timeout: float | None,
     inherited: tuple[Any, ...] | None = None,
+    memory: int | None = None,
+    retiring: bool = False,
 ) -> None:
     """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers
-    (``inherited``: the call's ``initargs`` where they travel as the worker starts)."""
+    (``inherited``: the call's ``initargs`` where they travel as the worker starts;
+    ``memory``: ``max_memory_per_worker``; ``retiring``: the engine replaces each worker after
+    one chunk, and the worker frees its slot on the board as it exits, for its successor)."""
     _STATE.inherited = inherited or ()
     become_worker(caller, threads)
-    with counter.get_lock():
-        slot = counter.value
-        counter.value += 1
+    slot = claim_slot(board, counts)
     attach_board(board, slot)
-    install(Spec(fn_bytes, star, timeout))
+    if retiring and slot is not None:
+        # Run by multiprocessing as the process ends after its last task (not at a death):
+        # its reply is sent by then, so the slot has nothing left to say about it.
+        Finalize(None, free_slot, (board, slot, counts), exitpriority=0)
+    install(Spec(fn_bytes, star, timeout, memory))
+
+
+#: The cells of ``pool_initializer``'s ``counts``: workers that found no free slot on the board,
+#: workers that exited after running a chunk, and workers that retired in all, whose pids follow
+#: from ``RETIREES`` on, in a ring (the caller reads them: see ``_watched.WatchedPool._track``).
+UNSLOTTED, RETIRED, EXITS, RETIREES = 0, 1, 2, 3
+
+
+def claim_slot(board: Board, counts: Any) -> int | None:
+    """A free slot on the board (no pid), claimed for this process; None if there is none."""
+    with counts.get_lock():
+        for view in board:
+            if not view.pid:
+                board.claim(view.slot, os.getpid())
+                return view.slot
+        counts[UNSLOTTED] += 1
+    return None
+
+
+def free_slot(board: Board, slot: int, counts: Any) -> None:
+    """As this worker retires: give its slot back, and say that it retired (a retired worker's
+    exit code says nothing: ProcessPoolExecutor's, forked from its manager thread, exit with 1)."""
+    with counts.get_lock():
+        if board.view(slot).chunk != IDLE:
+            counts[RETIRED] += 1
+        ring = len(counts) - RETIREES
+        counts[RETIREES + counts[EXITS] % ring] = os.getpid()
+        counts[EXITS] += 1
+        board.free(slot)
 
 
 def process_main(

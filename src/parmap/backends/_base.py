@@ -210,6 +210,8 @@ class Backend(ABC):
     #: True where a worker process can be replaced on its own, mid-call, for
     #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=`` (refused elsewhere).
     recycles: ClassVar[bool] = False
+    #: Why not, where ``recycles`` is False: said as the options are refused.
+    no_recycling: ClassVar[str] = "its items do not run in worker processes it replaces"
     #: True where the engine starts worker processes with arguments (``initargs`` holding a
     #: ``multiprocessing.Lock`` travel that way, as with ``multiprocessing.Pool``).
     inherits: ClassVar[bool] = False

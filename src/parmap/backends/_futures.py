@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import sys
 import threading
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +30,9 @@ LET_GO_JOIN = 5.0
 class FuturesBackend(WatchedPool):
     name = "futures"
     broken = (BrokenProcessPool,)
+    #: ``ProcessPoolExecutor`` replaces a worker after its tasks from Python 3.11 on.
+    recycles = sys.version_info >= (3, 11)
+    no_recycling = "ProcessPoolExecutor replaces its workers from Python 3.11 on"
 
     _executor: cf.ProcessPoolExecutor | None = None
 
@@ -39,6 +43,14 @@ class FuturesBackend(WatchedPool):
             initializer=pool_initializer,
             initargs=initargs,
         )
+        if self.retiring:
+            # One chunk per worker (see ``WatchedPool._open_for``), set here: the constructor
+            # refuses ``max_tasks_per_child`` under fork, as the executor forks each replacement
+            # from its manager thread (gh-90622); ``Pool`` forks its replacements from a thread
+            # too, and parmap's workers start as ``Pool``'s do. One task per worker also keeps
+            # clear of the deadlock with a backlog (gh-115634, 3.11 to 3.13.0): the stale
+            # idle-worker token it comes from is released only by a worker's non-final task.
+            self._executor._max_tasks_per_child = 1  # type: ignore[attr-defined]
         # Its manager thread reads results through this, which keeps what stopped it: the
         # executor would call a MemoryError receiving a large result a worker's abrupt death.
         reader = self._executor._result_queue._reader  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from .._errors import ResultUnpicklingError, WorkerCrashedError
 from .._forked import ours
 from .._serialize import describe
 from .._wire import Failure
+from .._worker import EXITS, RETIRED, RETIREES, UNSLOTTED
 from ._base import (
     Call,
     Chunk,
@@ -116,6 +117,10 @@ def reserve_descriptors() -> None:
 class WatchedPool(FutureBackend):
     reopens = True
     inherits = True
+    #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=``: each worker runs one chunk
+    #: (at most ``max_tasks`` items, cut short above ``max_memory``) and is replaced; see
+    #: ``_open_for``.
+    recycles = True
 
     def __init__(
         self, workers: int, start_method: str | None, *, threads: int | None = None
@@ -126,7 +131,14 @@ class WatchedPool(FutureBackend):
         self._ctx: BaseContext = multiprocessing.get_context(start_method)
         self._board = Board.local(1)
         self._procs: dict[int, BaseProcess] = {}
-        self._counter: Any = None  # how many workers have taken a slot on the board
+        #: ``_worker.pool_initializer``'s counts: workers without a slot, workers retired.
+        self._counts: Any = None
+        #: Each worker runs one chunk, then retires (recycling; see ``_open_for``).
+        self.retiring = False
+        self._recycled_before = 0  # by engines this call closed (see ``_restart``)
+        #: Workers that retired (recycling), and how many of the engine's ring were read.
+        self._retired: set[int] = set()
+        self._read = 0
         #: Reads the engine's result pipe, where ``_open`` installs one (see ``Receiver``).
         self._receiver: Receiver | None = None
         #: Chunks submitted before the engine opens (see ``start``), and the engine's size.
@@ -159,6 +171,12 @@ class WatchedPool(FutureBackend):
         generator of 5 items started 10,000 processes."""
         super().start(call)
         self._queued = []
+        self.recycled = self._recycled_before = 0
+
+    def _restart(self, call: Call) -> None:
+        recycled = self.recycled
+        super()._restart(call)
+        self.recycled = self._recycled_before = recycled  # the workers of the closed engine
 
     def submit(self, chunk: Chunk) -> None:
         if self._queued is None:
@@ -176,21 +194,35 @@ class WatchedPool(FutureBackend):
         return super().wait()
 
     def _open_for(self, call: Call, chunks: int) -> None:
+        """Open the engine. With recycling, each worker runs one chunk and exits (both
+        engines replace it): chunks hold at most ``max_tasks`` items (the sizer's cap), and
+        one cut short above ``max_memory`` leaves the rest for a fresh worker, so neither
+        limit depends on the engine counting items, or on a worker retiring mid-task (which
+        ProcessPoolExecutor calls a break, failing every other chunk out). The cost: a
+        process start per chunk (docs/performance.md). A retiring worker frees its slot on
+        the board as it exits, for a successor to claim."""
         self.size = max(1, min(self.workers, chunks))
+        self.retiring = call.max_tasks is not None or call.max_memory is not None
         # Slots for replacements too: Pool starts a new worker for each one that dies.
         self._board = Board.shared(self._ctx, 2 * self.size + 8)
-        counter = self._counter = self._ctx.Value("i", 0)
+        # The ring of retired pids holds more than the chunks out at once (a worker per
+        # chunk), and the caller reads it each time one finishes (see ``_track``).
+        ring = 8 * self.size + 16
+        counts = self._counts = self._ctx.Array("i", RETIREES + ring)
+        self._retired, self._read = set(), 0
         self._procs = {}
         self._suspects: dict[int, float] = {}
         args = (
             os.getpid(),
             self.threads,
             self._board,
-            counter,
+            counts,
             call.fn_bytes,
             call.star,
             call.timeout,
             call.inherited,  # after fn_bytes: set there, where initargs travel this way
+            call.max_memory,
+            self.retiring,
         )
         self._receiver = None
         try:
@@ -203,11 +235,32 @@ class WatchedPool(FutureBackend):
         self._track()
 
     def _track(self) -> None:
-        """Keep every worker process the engine has shown us (it forgets the dead ones)."""
-        for proc in self._processes():
+        """Keep every worker process the engine has shown us (it forgets the dead ones), until
+        one that retired is gone from the engine too (with recycling, a worker per chunk)."""
+        current = list(self._processes())
+        for proc in current:
             if proc.pid is not None and proc.pid not in self._procs:
                 self._procs[proc.pid] = proc
                 ours(proc)
+        if self.retiring and self._counts is not None:
+            self._read_retirees(self._counts)
+            for pid, proc in list(self._procs.items()):
+                # Not closed here: the engine's thread may still join it. Forgotten, its
+                # sentinel is closed as the engine drops it too.
+                if pid in self._retired and proc not in current:
+                    del self._procs[pid]
+
+    def _read_retirees(self, counts: Any) -> None:
+        with counts.get_lock():
+            self.recycled = self._recycled_before + counts[RETIRED]
+            ring = len(counts) - RETIREES
+            exits = counts[EXITS]
+            if exits - self._read > ring:  # cannot be (see _open_for): say nothing of starts
+                self._counts = None
+                return
+            for n in range(self._read, exits):
+                self._retired.add(counts[RETIREES + n % ring])
+            self._read = exits
 
     def _exitcode(self, pid: int) -> tuple[bool, int | None]:
         """Whether worker ``pid`` is dead, and its exit code where known."""
@@ -234,7 +287,7 @@ class WatchedPool(FutureBackend):
         super().stop(abort=abort)
         self._procs.clear()
         self._board = Board.local(1)  # free the shared block now (see _release)
-        self._counter = None
+        self._counts = None
         self._receiver = None
         # Workers the engine replaced are remembered by multiprocessing until its next clean-up,
         # and their sentinels stay open until then: clean up now.
@@ -350,16 +403,21 @@ class WatchedPool(FutureBackend):
         Not one the engine stopped (SIGTERM) on noticing another's death: ProcessPoolExecutor
         stops them all, some perhaps still starting (a slow fork, a loaded machine).
         """
-        if self._counter is None or self._counter.value >= self._board.slots:
+        if self._counts is None or self._counts[UNSLOTTED]:
             return None  # the slots ran out: a worker without one may have been set up
         claimed = {view.pid for view in self._board if view.pid}
         dead = []
         for pid in self._procs:
-            if pid not in claimed:
+            if pid not in claimed and pid not in self._retired:
                 gone, exitcode = self._exitcode(pid)
                 if gone and exitcode != -signal.SIGTERM:
                     dead.append((pid, exitcode))
+        if self.retiring and dead and self._counts is not None:
+            # A worker records its retirement before it ends: read after finding it dead.
+            self._read_retirees(self._counts)
+            dead = [d for d in dead if d[0] not in self._retired]
         if not dead:
             return None
         pid, exitcode = min(dead, key=lambda d: d[1] is None)  # one whose exit code is known
         return startup_crash(pid, exitcode, self._ctx.get_start_method())
+

@@ -114,6 +114,7 @@ class Children(ProcessBackend):
         try:
             return super()._spawn(slot)
         finally:
+            self._inherited = None
             self.channel.started(end)
 
     def wait(self) -> list[Outcome]:

@@ -80,6 +80,13 @@ class _End(Generic[T]):
 
     def __init__(self, raw: Any, index: int) -> None:
         self._raw, self._index = raw, index
+        #: What a queue's feeder thread could not send (it pickles each item on its own).
+        self._unsent: list[BaseException] = []
+        if isinstance(raw, multiprocessing.queues.Queue):
+            # By default the feeder prints the error and drops the item: the caller would get
+            # a result with an item missing. Kept, it is raised as the producer's, as a pipe's
+            # or a manager's ``put`` raises it.
+            setattr(raw, "_on_queue_feeder_error", lambda e, _: self._unsent.append(e))  # noqa: B010
 
     def put(self, item: T, /) -> None:
         if isinstance(self._raw, Connection):
@@ -93,6 +100,8 @@ class _End(Generic[T]):
         if isinstance(self._raw, multiprocessing.queues.Queue):
             self._raw.close()
             self._raw.join_thread()
+            if self._unsent:
+                raise self._unsent[0]
 
 
 class _Produce:

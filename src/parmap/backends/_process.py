@@ -19,6 +19,12 @@
 Because the caller knows which worker holds which chunk, nothing is lost silently and no wait
 is unbounded: every wait watches the workers' sentinels as well as their pipes.
 
+``_pump`` is parmap's one wait over worker pipes and sentinels. Everything that supervises
+processes of its own goes through it: ``pmap``'s calls, ``ProcessExecutor`` (``poll``: its
+wake-up pipe waited on in the same wait), and the one-off children of ``run_processes`` and
+``queue_collect`` (``one_shot``, set up in ``_processes.Children``: a worker per item, asked to
+quit as soon as its reply is in, never replaced; their channels, too, in the same wait).
+
 Tuning (see ``PREFETCH_BYTES``): a worker is given a second chunk while it runs one, so it never
 waits for the caller between chunks, but only when that chunk is small. Writing a large chunk to
 a busy worker would block the caller until the worker reads it, while the worker may be blocked
@@ -360,21 +366,26 @@ class ProcessBackend(Backend):
     def _grow(self) -> _Worker:
         """One more worker, for a chunk no worker is free for: workers start as the work needs
         them, so ``workers=10000`` over a generator of 5 items starts 5, and a map of one chunk
-        starts one (a warm set of workers grows the same way). It takes the lowest free slot
-        (the next one, but for one-shot workers, whose dead leave their slot free)."""
-        used = {worker.slot for worker in self._pool}
-        return self._start_in(next(s for s in range(self.workers) if s not in used))
+        starts one (a warm set of workers grows the same way). It takes the next slot, or for
+        one-shot workers, whose dead leave their slots free, the lowest free one."""
+        slot = len(self._pool)
+        if self.one_shot:
+            used = {worker.slot for worker in self._pool}
+            slot = next(s for s in range(self.workers) if s not in used)
+        return self._start_in(slot)
 
     def _start_in(self, slot: int) -> _Worker:
         """A worker started in ``slot`` (a new one, or a dead or retired worker's), in the pool
         and given the call's function."""
         worker = self._spawn(slot)
-        for place, old in enumerate(self._pool):
-            if old.slot == slot:
-                self._pool[place] = worker
-                break
-        else:
+        # A worker's place in the pool is its slot, but for one-shot workers (see _grow).
+        place = slot if slot < len(self._pool) and self._pool[slot].slot == slot else None
+        if place is None:
+            place = next((n for n, w in enumerate(self._pool) if w.slot == slot), None)
+        if place is None:
             self._pool.append(worker)
+        else:
+            self._pool[place] = worker
         if self._call is not None:
             self._send(worker, self._function)
         return worker

@@ -44,7 +44,7 @@ from typing_extensions import TypeVarTuple, Unpack
 
 from ._errors import TaskPicklingError, WorkerCrashedError
 from ._exit import AT_EXIT
-from ._processes import Children, prepare_children, run_children
+from ._processes import Children, Collector, prepare_children, run_children
 from ._serialize import dumps_task
 from ._wire import INHERITED
 from ._worker import worker_state
@@ -126,7 +126,7 @@ class _QueueCollector:
 
     def __init__(self, shared: Any, items: list[list[Any]], *, managed: bool) -> None:
         self.shared, self.items, self.managed = shared, items, managed
-        self.interval = POLL if managed else None
+        self.interval: float | None = POLL if managed else None
 
     def handles(self) -> list[Any]:
         return [] if self.managed else [self.shared._reader]
@@ -157,7 +157,7 @@ class _QueueCollector:
 class _PipeCollector:
     """A pipe per producer, made as its child starts; the caller keeps the reading ends."""
 
-    interval = None
+    interval: float | None = None
 
     def __init__(self, ctx: Any, items: list[list[Any]]) -> None:
         self.ctx, self.items = ctx, items
@@ -239,7 +239,7 @@ def queue_collect(
 
 
 def _engine(
-    api: str, start_method: str | None, timeout: float | None, collector: Any
+    api: str, start_method: str | None, timeout: float | None, collector: Collector
 ) -> Callable[[list[bytes]], Children]:
     def make(payloads: list[bytes]) -> Children:
         engine = Children(api, payloads, start_method, timeout, collector)

@@ -9,7 +9,8 @@ the lowest producer's failure is the one raised. What is added here is the chann
 * in the child, ``_Produce`` calls the producer with its end of the channel (inherited as the
   child started: the initializer's argument, see ``Children._spawn``) and, once the producer
   returns, flushes it (a ``multiprocessing.Queue`` puts from a feeder thread), so every item is
-  in the channel before the child's reply is sent;
+  in the channel before the child's reply is sent (an item the feeder could not pickle is then
+  raised as the producer's error, as a pipe's or a manager's ``put`` raises it);
 * in the caller, a ``Collector`` is drained while the engine waits (its pipes are waited on in
   the engine's one wait, with the children's pipes and sentinels; a manager's queue, which has
   no handle to wait on, is looked at every ``POLL``), and once more before any outcome is

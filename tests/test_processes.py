@@ -20,6 +20,7 @@ from parmap import (
 )
 
 from .conftest import START_METHODS
+from .helpers import children
 
 CHANNELS = ["queue", "pipe", "manager"]
 
@@ -177,3 +178,52 @@ def test_queue_collect_timeout() -> None:
 
     with pytest.raises(TaskTimeoutError):
         queue_collect(forever, [(), ()], timeout=0.5)
+
+
+def put_unpicklable(q: Channel[object]) -> None:
+    q.put(1)
+    q.put(threading.Lock())
+    q.put(3)
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_queue_collect_an_item_that_will_not_pickle_is_the_producers_error(channel: str) -> None:
+    """A shared queue pickles in a feeder thread, which printed the error and dropped the item:
+    the call returned [1, 3]. Every channel now raises it as the producer's, as a pipe does."""
+    with pytest.raises(TypeError, match="pickle") as info:
+        queue_collect(put_unpicklable, [()], channel=channel)
+    # The note names the producer (on 3.10, in the remote traceback's text).
+    notes = getattr(info.value, "__notes__", None) or [str(info.value.__cause__)]
+    assert "parmap: raised by child 0" in " ".join(notes)
+
+
+def ended(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie not yet joined counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def first_ends_while_second_runs(n: int, folder: str) -> bool:
+    """Child 0 leaves its pid and returns; child 1 waits (up to a generous bound) for it to
+    exit, and says whether it did while child 1 itself was still running."""
+    if n == 0:
+        Path(folder, "pid.tmp").write_text(str(os.getpid()))
+        Path(folder, "pid.tmp").rename(Path(folder, "pid"))
+        return True
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if Path(folder, "pid").exists() and ended(int(Path(folder, "pid").read_text())):
+            return True
+        time.sleep(0.01)  # the child's own polling, not the test's synchronisation
+    return False
+
+
+def test_run_processes_a_child_ends_once_its_value_is_in(tmp_path: Path) -> None:
+    """A child does not linger (with its memory) until the last one is done: it is asked to
+    quit as soon as its value is in; and every child is joined before the call returns."""
+    before = children()
+    out = run_processes(first_ends_while_second_runs, [(0, str(tmp_path)), (1, str(tmp_path))])
+    assert out == [True, True]
+    assert children() <= before

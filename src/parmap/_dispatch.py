@@ -19,7 +19,7 @@ included, stops the backend in the ``finally``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -69,9 +69,9 @@ class Reader:
         return iter(self._range[self.position :])
 
 
-def noted(failure: Failure) -> BaseException:
+def noted(failure: Failure, noun: str = "item") -> BaseException:
     """The failure's exception, naming its item (see ``_errors.note_item``)."""
-    note_item(failure[1], failure[0])
+    note_item(failure[1], failure[0], noun)
     return failure[1]
 
 
@@ -159,13 +159,15 @@ def dispatch(
     *,
     ordered: bool,
     bounded: bool,
-) -> Iterator[list[Any]]:
+    noun: str = "item",
+) -> Generator[list[Any], None, None]:
     """Yield lists of results (in input order if ``ordered``); raise the loop's first error.
 
     ``bounded``: finished chunks waiting to be consumed count against a larger window
     (``imap``), so that a slow consumer stops the reading of input. ``recovery``: what a
     failure leads to (see ``_recovery``: by default, the loop's error). ``resume``: the call's
     ``checkpoint=`` (see ``_resume``): stored results are handed on unrun, new ones stored.
+    ``noun``: what an item is called in the note on the error (``run_processes``: a child).
     """
     per_worker = WINDOW_PER_WORKER if bounded else IN_FLIGHT_PER_WORKER
     recycled = recovery.summary.recycled
@@ -198,7 +200,7 @@ def dispatch(
                 break
         if order.failure is not None:
             recovery.summary.failed += 1
-            raise noted(order.failure)
+            raise noted(order.failure, noun)
         finished = True
     finally:
         if window.started:

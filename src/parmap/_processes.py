@@ -1,27 +1,35 @@
 """``run_processes``: one OS process per argument tuple, return values back, nothing left behind.
 
 ``multiprocessing.Process`` throws its target's return value away and says nothing when the
-target raises. Here each child runs the target through the same code as a pool worker
-(``_worker.run_chunk`` with a one-item chunk), so a return value, an exception with its traceback,
-a ``sys.exit()`` and a value that will not pickle come back exactly as they do from ``pmap``.
+target raises. Here the children are the ``"process"`` backend's workers, and the call is the
+dispatch loop's, so everything a map does for an item is done for a child:
 
-``Family`` supervises a set of such one-off children for this module and ``_queues``: all
-are started before any is waited for; the caller waits on every child's reply pipe and sentinel
-at once, so a child that dies is noticed at once, and a reply of any size is read while the
-child is still alive (never join-before-drain). Failures are chosen like the loop's: the lowest
-index, once every lower child has finished. Then the higher children are killed; every child is
-joined before the call returns or raises.
+* ``Children`` is that engine set up for one-off children: a worker per argument tuple, each
+  given one chunk of one item (``Call.max_tasks=1``), all started before any is waited for (the
+  loop's window holds every item), none kept warm, none replaced when it dies, each asked to
+  quit as soon as its reply is in. Its reply is a pool worker's (``_worker.run_chunk``): a
+  return value, an exception with its traceback, a ``sys.exit()`` and a value that will not
+  pickle come back exactly as from ``pmap``. A death is seen on the worker's sentinel, in the
+  engine's one wait over pipes and sentinels (``ProcessBackend._pump``), and named here as the
+  child's ("``run_processes() child 1 (pid 4242) died with exit code 7``").
+* ``_dispatch.dispatch`` runs the call: results in order, and the loop's failure, the lowest
+  child's, once every lower child has finished (``_reorder``); the engine is then stopped, which
+  kills the children still running and joins every one.
+* ``timeout=`` bounds the whole run, not each item, so it is enforced here, above the engine's
+  per-item rule: ``Children.wait`` waits no longer than the deadline, and at the deadline fails
+  every chunk still out with ``TaskTimeoutError`` (the loop then raises the lowest).
+
+``_queues.queue_collect`` runs its producers on the same engine, their channels watched in the
+same wait (``Children.channel``).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import contextlib
+import pickle
 import time
 from collections.abc import Callable, Iterable
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from typing_extensions import TypeVarTuple, Unpack
 
@@ -32,172 +40,137 @@ from ._api import (
     check_start_method,
     check_timeout,
 )
-from ._children import join_exit, reap
-from ._errors import (
-    TaskPicklingError,
-    TaskTimeoutError,
-    WorkerCrashedError,
-    note_item,
-)
-from ._exit import AT_EXIT
-from ._serialize import dumps_items, dumps_task, loads
-from ._wire import Done, Failure, Spec, decode_reply
-from ._worker import become_worker, install, run_chunk, run_items
-from .backends._base import why_startup_failed
+from ._board import SlotView
+from ._chunking import ChunkSizer
+from ._dispatch import Reader, dispatch
+from ._errors import TaskPicklingError, TaskTimeoutError, WorkerCrashedError
+from ._recovery import LongRun, Recovery
+from ._serialize import dumps_items
+from ._wire import Failure
+from .backends._base import Call, Chunk, Outcome, why_startup_failed
+from .backends._process import ProcessBackend, _Worker
 
-__all__ = ["Family", "child_reply", "run_processes"]
+__all__ = ["Children", "Collector", "prepare_children", "run_children", "run_processes"]
 
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 
-#: How long a child that exited with code 0 may take to deliver the reply it owes us.
-REPLY_GRACE = 2.0
-#: How long a child that reported may take to exit before it is killed.
-EXIT_GRACE = 5.0
+
+class Collector(Protocol):
+    """The caller's side of ``queue_collect``'s channel, as ``Children`` drives it."""
+
+    #: The longest wait before ``drain`` is called again (None: only when a handle is ready).
+    interval: float | None
+
+    def handles(self) -> list[Any]:
+        """What to wait on along with the children's pipes and sentinels."""
+
+    def end(self) -> Any:
+        """What the next child inherits as it starts: its end of the channel."""
+
+    def started(self, end: Any) -> None:
+        """That child has started (the caller's copy of a pipe end can be closed)."""
+
+    def drain(self) -> None:
+        """Take in every item already in the channel, without blocking for more."""
 
 
-def child_reply(caller: int, fn_bytes: bytes, index: int, payload: bytes, *extra: Any) -> bytes:
-    """In a child: run ``fn(*args, *extra)`` once, as a pool worker runs an item; the reply."""
-    become_worker(caller)
-    install(Spec(fn_bytes, star=True))
-    if not extra:
-        return run_chunk(index, payload)
-    try:
-        (args,) = loads(payload)
-    except BaseException:  # reported the usual way, by run_chunk
-        return run_chunk(index, payload)
-    return run_items(index, [(*args, *extra)])
+class Children(ProcessBackend):
+    """The ``"process"`` backend as one-off children: one worker per item, started at once;
+    a whole-run deadline; deaths named as the child's; a channel drained as it waits."""
 
-
-def _process_child(
-    conn: Connection, caller: int, fn_bytes: bytes, index: int, payload: bytes
-) -> None:
-    conn.send_bytes(child_reply(caller, fn_bytes, index, payload))
-    conn.close()
-
-
-class Family:
-    """One-off children of one call, their results, and the loop's choice of failure."""
+    one_shot = True
+    process_name = "parmap-child"
 
     def __init__(
-        self, api: str, count: int, timeout: float | None, start_method: str = "fork"
+        self,
+        api: str,
+        payloads: list[bytes],
+        start_method: str | None,
+        timeout: float | None,
+        channel: Collector | None = None,
     ) -> None:
+        super().__init__(max(1, len(payloads)), start_method, warm=False)
         self.api = api
-        self.start_method = start_method
-        self.procs: list[BaseProcess | None] = [None] * count
-        self.results: list[Any] = [None] * count
-        self.done = [False] * count
-        self.failure: Failure | None = None
+        #: Each child's arguments, pickled before any child started (see ``prepare_children``).
+        self.payloads = payloads
         self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self._exited_at: dict[int, float] = {}
+        self.deadline: float | None = None
+        self.channel = channel
 
-    # -- outcomes --------------------------------------------------------------------------------
+    def start(self, call: Call) -> None:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+        super().start(call)
 
-    def succeed(self, index: int, value: Any) -> None:
-        self.results[index], self.done[index] = value, True
+    def _payload(self, chunk: Chunk, buffers: list[pickle.PickleBuffer]) -> bytes:
+        return self.payloads[chunk.start]
 
-    def fail(self, index: int, error: BaseException) -> None:
-        self.done[index] = True
-        if self.failure is None or index < self.failure[0]:
-            self.failure = (index, error)
-        for later in range(index + 1, len(self.procs)):
-            self.done[later] = True  # the loop would never have got there
-            self.kill(later)
+    def _spawn(self, slot: int) -> _Worker:
+        if self.channel is None:
+            return super()._spawn(slot)
+        end = self.channel.end()
+        self._inherited = (end,)  # the child's initializer hands it to the producer
+        try:
+            return super()._spawn(slot)
+        finally:
+            self._inherited = None
+            self.channel.started(end)
 
-    def reply(self, index: int, data: bytes) -> None:
-        reply = decode_reply(data, index, 1)
-        if isinstance(reply, Done):
-            self.succeed(index, reply.results[0])
-        else:
-            self.fail(*(reply if isinstance(reply, tuple) else reply.failure(index, 1)))
+    def wait(self) -> list[Outcome]:
+        """Outcomes, as the engine's; with a channel, only once every item put before those
+        outcomes' replies were sent is in (a producer flushes its channel before it replies)."""
+        channel = self.channel
+        while not self._ready:
+            left = None if self.deadline is None else self.deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self._expire()
+                break
+            if channel is not None and channel.interval is not None:
+                left = channel.interval if left is None else min(left, channel.interval)
+            self._pump(left, [] if channel is None else channel.handles())
+            if channel is not None:
+                channel.drain()
+        if channel is not None:
+            channel.drain()  # what was put before the replies now in: its producers are done
+        outcomes, self._ready = self._ready, []
+        return outcomes
 
-    def waiting(self) -> list[int]:
-        return [i for i, done in enumerate(self.done) if not done]
+    def _expire(self) -> None:
+        """The whole run's time is up: every child still running is killed, and its chunk
+        fails with ``TaskTimeoutError`` (the loop raises the lowest: the first of them)."""
+        assert self.timeout is not None
+        jobs = list(self._backlog)
+        self._backlog.clear()
+        for worker in list(self._pool):
+            if worker.held:
+                worker.proc.kill()
+                jobs += worker.held
+                worker.held.clear()
+                self._replace(worker, blamed=True)
+        for job in jobs:
+            index = job.chunk.start
+            what = f"{self.api}() child {index}"
+            error = TaskTimeoutError(what, timeout=self.timeout, index=index)
+            self._ready.append(Outcome.failed(job.chunk, index, error))
 
-    def settled(self) -> bool:
-        return not self.waiting()
+    def _fatal_death(
+        self, view: SlotView, exitcode: int | None, pid: int | None
+    ) -> WorkerCrashedError | None:
+        return None  # no child is started again: each death is its own child's failure
 
-    # -- processes -------------------------------------------------------------------------------
-
-    def start(self, index: int, proc: BaseProcess) -> None:
-        AT_EXIT.abandon()
-        proc.start()
-        AT_EXIT.started(proc)
-        self.procs[index] = proc
-
-    def kill(self, index: int) -> None:
-        proc = self.procs[index]
-        if proc is not None and proc.exitcode is None:
-            proc.kill()
-
-    def sentinels(self) -> dict[int, int]:
-        """Sentinel -> index, for children still owing their outcome."""
-        out = {}
-        for index in self.waiting():
-            proc = self.procs[index]
-            if proc is not None:
-                out[proc.sentinel] = index
-        return out
-
-    def exited(self, index: int, *, owes_reply: bool = True) -> None:
-        """The child's process ended before its outcome arrived."""
-        AT_EXIT.abandon()  # killed at exit: not a death to report
-        proc = self.procs[index]
-        assert proc is not None
-        join_exit(proc)
-        if proc.exitcode == 0 and owes_reply:
-            # Its reply may still be on its way (a queue's feeder thread); allow it a moment.
-            first = self._exited_at.setdefault(index, time.monotonic())
-            if time.monotonic() - first < REPLY_GRACE:
-                return
-        what = f"{self.api}() child {index} (pid {proc.pid})"
-        if proc.exitcode == 0:
+    def _crash_failure(
+        self, chunk: Chunk, view: SlotView, exitcode: int | None, pid: int | None
+    ) -> Failure:
+        index = chunk.start
+        what = f"{self.api}() child {index} (pid {pid})"
+        if exitcode == 0:
             what += " exited without reporting (os._exit(0)?) and"
-        error = WorkerCrashedError(what, exitcode=proc.exitcode, index=index)
-        error.pid = proc.pid
-        why = why_startup_failed(proc.exitcode, self.start_method)
-        if why:  # no board here to say whether it ran anything: the target may have exited 1
+        error = WorkerCrashedError(what, exitcode=exitcode, index=index, pid=pid)
+        why = why_startup_failed(exitcode, self._ctx.get_start_method())
+        if why:  # exit code 1 under spawn: the target may have exited 1 too
             error.args = (f"{error.args[0]}; if it died while starting: {why}",)
-        self.fail(index, error)
-
-    def wait_time(self, poll: float | None) -> float | None:
-        """How long to block before looking again (``poll`` caps it), or raise on a timeout."""
-        waits = [w for w in (poll, REPLY_GRACE if self._exited_at else None) if w is not None]
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                index = self.waiting()[0]
-                assert self.timeout is not None
-                self.fail(
-                    index,
-                    TaskTimeoutError(
-                        f"{self.api}() child {index}", timeout=self.timeout, index=index
-                    ),
-                )
-                return 0.0
-            waits.append(left)
-        return min(waits) if waits else None
-
-    def finish(self) -> list[Any]:
-        """Raise the loop's failure, if any, or return the results."""
-        if self.failure is not None:
-            note_item(self.failure[1], self.failure[0], "child")
-            raise self.failure[1]
-        return self.results
-
-    def close(self) -> None:
-        """Join every child: those that reported get a moment to exit, the rest are killed."""
-        deadline = time.monotonic() + EXIT_GRACE
-        for proc in self.procs:
-            if proc is None:
-                continue
-            if self.failure is None:
-                join_exit(proc, max(0.0, deadline - time.monotonic()))
-            if proc.exitcode is None:
-                proc.kill()
-            reap(proc)
-            AT_EXIT.ended(proc)
+        return index, error
 
 
 def prepare_children(
@@ -206,8 +179,8 @@ def prepare_children(
     args_list: Iterable[tuple[Any, ...]],
     timeout: float | None,
     start_method: str | None,
-) -> tuple[Any, bytes, list[bytes]]:
-    """Validate and pickle everything before any child starts; the context to start them."""
+) -> list[tuple[Any, ...]]:
+    """Validate everything before any child starts; the argument tuples."""
     check_callable(api, target, "target")
     check_timeout(api, timeout)
     check_start_method(api, start_method)
@@ -216,11 +189,36 @@ def prepare_children(
         if not isinstance(item, tuple):
             raise TypeError(f"{api}(): args_list[{n}] must be a tuple, got {type(item).__name__}")
     check_may_start_processes(api, "it", "call it from a process that is not daemonic")
-    fn_bytes = dumps_task(target, None, (), TaskPicklingError)
+    return args
+
+
+def run_children(
+    engine_for: Callable[[list[bytes]], Children], call: Call, args: list[tuple[Any, ...]]
+) -> list[Any]:
+    """Run ``call``'s function once per argument tuple, each in a child of the engine made by
+    ``engine_for`` (given the pickled arguments); the return values, in order, or the loop's
+    failure. The function and every argument are pickled before any child starts."""
+    call.fn_bytes  # noqa: B018 - pickle the function now: a failure is raised before any start
     payloads = [
         dumps_items([a], n, "the arguments of child", TaskPicklingError) for n, a in enumerate(args)
     ]
-    return multiprocessing.get_context(start_method), fn_bytes, payloads
+    engine, count = engine_for(payloads), len(payloads)
+    results: list[Any] = []
+    parts = dispatch(
+        engine,
+        call,
+        Reader(iter(range(count)), range(count)),
+        ChunkSizer(engine.workers, count, 1, 1),  # a chunk per child
+        None,
+        Recovery(LongRun()),
+        ordered=True,
+        bounded=False,
+        noun="child",
+    )
+    with contextlib.closing(parts):
+        for part in parts:
+            results += part
+    return results
 
 
 def run_processes(
@@ -240,51 +238,7 @@ def run_processes(
     code or signal. ``timeout`` bounds the whole run: on expiry the children still running are
     killed and [`TaskTimeoutError`][parmap.TaskTimeoutError] names the first of them.
     """
-    ctx, fn_bytes, payloads = prepare_children(
-        "run_processes", target, args_list, timeout, start_method
-    )
-    family = Family("run_processes", len(payloads), timeout, ctx.get_start_method())
-    conns: dict[Connection, int] = {}
-    try:
-        for index, payload in enumerate(payloads):
-            ours, theirs = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_process_child,
-                args=(theirs, os.getpid(), fn_bytes, index, payload),
-                name=f"parmap-child-{index}",
-            )
-            family.start(index, proc)
-            theirs.close()
-            conns[ours] = index
-        while not family.settled():
-            sentinels = family.sentinels()
-            handles: list[Any] = [c for c, i in conns.items() if not family.done[i]]
-            ready = wait(handles + list(sentinels), family.wait_time(None))
-            for handle in ready:
-                if isinstance(handle, Connection):
-                    _read(family, handle, conns[handle])
-            for handle in ready:
-                if not isinstance(handle, Connection) and handle in sentinels:
-                    index = sentinels[handle]
-                    if not family.done[index]:
-                        conn = next(c for c, i in conns.items() if i == index)
-                        if conn.poll():
-                            _read(family, conn, index)
-                        else:
-                            family.exited(index, owes_reply=False)
-        return family.finish()
-    finally:
-        family.close()
-        for conn in conns:
-            conn.close()
-
-
-def _read(family: Family, conn: Connection, index: int) -> None:
-    if family.done[index]:
-        return
-    try:
-        data = conn.recv_bytes()
-    except (EOFError, OSError):
-        family.exited(index, owes_reply=False)
-        return
-    family.reply(index, data)
+    api = "run_processes"
+    args = prepare_children(api, target, args_list, timeout, start_method)
+    call = Call(target, True, None, max_tasks=1)
+    return run_children(lambda p: Children(api, p, start_method, timeout), call, args)

@@ -1,17 +1,30 @@
 """``queue_collect``: producers in their own processes put items; the caller collects them all.
 
 Each producer is called as ``producer(*args, channel)``; ``channel.put(item)`` sends an item.
-The caller drains while the producers run, so items of any size flow (joining a process before
-draining its queue deadlocks once the items exceed the pipe buffer), and it never asks
-``Queue.empty()``, which is wrong about half the time right after a ``put``. A producer says it
-is done by a last message on its own channel, after its items, carrying what became of the call
-(the same reply a pool worker sends): so its items are all in, in its own put order, and an
-exception, ``sys.exit()`` or death is reported as ``run_processes`` reports it.
+The producers are ``run_processes``'s children (``_processes.Children``: the ``"process"``
+backend's workers, one item each, on the dispatch loop), so a producer's return, exception,
+``sys.exit()`` or death is its chunk's outcome, reported as ``run_processes`` reports it, and
+the lowest producer's failure is the one raised. What is added here is the channel:
+
+* in the child, ``_Produce`` calls the producer with its end of the channel (inherited as the
+  child started: the initializer's argument, see ``Children._spawn``) and, once the producer
+  returns, flushes it (a ``multiprocessing.Queue`` puts from a feeder thread), so every item is
+  in the channel before the child's reply is sent (an item the feeder could not pickle is then
+  raised as the producer's error, as a pipe's or a manager's ``put`` raises it);
+* in the caller, a ``Collector`` is drained while the engine waits (its pipes are waited on in
+  the engine's one wait, with the children's pipes and sentinels; a manager's queue, which has
+  no handle to wait on, is looked at every ``POLL``), and once more before any outcome is
+  accepted: so a producer's items are all in, in its own put order, when its outcome is.
+
+Items of any size flow (joining a process before draining its queue deadlocks once the items
+exceed the pipe buffer), and ``Queue.empty()``, wrong about half the time right after a
+``put``, is never asked.
 
 Channels (``channel=``):
 
 * ``"queue"``: one ``multiprocessing.Queue`` shared by all producers, items tagged by producer;
-* ``"pipe"``: a ``multiprocessing.Pipe`` per producer;
+* ``"pipe"``: a ``multiprocessing.Pipe`` per producer (its writing end held by that producer
+  alone);
 * ``"manager"``: a ``multiprocessing.Manager().Queue()``, started and shut down by the call.
 
 A producer killed in the middle of writing a large item to a shared queue can leave a partial
@@ -23,18 +36,20 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.managers
 import multiprocessing.queues
-import os
 import queue
 from collections.abc import Callable, Iterable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import TypeVarTuple, Unpack
 
-from ._errors import WorkerCrashedError
+from ._errors import TaskPicklingError, WorkerCrashedError
 from ._exit import AT_EXIT
-from ._processes import Family, child_reply, prepare_children
-from .backends._base import why_startup_failed
+from ._processes import Children, Collector, prepare_children, run_children
+from ._serialize import dumps_task
+from ._wire import INHERITED
+from ._worker import worker_state
+from .backends._base import Call, why_startup_failed
 
 __all__ = ["CHANNELS", "Channel", "queue_collect"]
 
@@ -43,7 +58,7 @@ T_contra = TypeVar("T_contra", contravariant=True)
 Ts = TypeVarTuple("Ts")
 
 CHANNELS = ("queue", "pipe", "manager")
-#: How often the caller looks at the producers while a queue has nothing for it.
+#: How often the caller looks at a manager's queue, which has no handle to wait on.
 POLL = 0.05
 
 
@@ -53,33 +68,128 @@ class Channel(Protocol[T_contra]):
     def put(self, item: T_contra, /) -> None: ...
 
 
-class _QueueEnd(Generic[T]):
-    """A producer's end of a shared queue: tags each item with the producer's number."""
+# -- in the child --------------------------------------------------------------------------------
 
-    def __init__(self, q: Any, index: int) -> None:
-        self._q, self._index = q, index
+
+def _keep(end: Any) -> Any:
+    """The initializer of a producer's child: its end of the channel becomes its state."""
+    return end
+
+
+class _End(Generic[T]):
+    """A producer's end of the channel: tags each item with the producer's number."""
+
+    def __init__(self, raw: Any, index: int) -> None:
+        self._raw, self._index = raw, index
+        #: What a queue's feeder thread could not send (it pickles each item on its own).
+        self._unsent: list[BaseException] = []
+        if isinstance(raw, multiprocessing.queues.Queue):
+            # By default the feeder prints the error and drops the item: the caller would get
+            # a result with an item missing. Kept, it is raised as the producer's, as a pipe's
+            # or a manager's ``put`` raises it.
+            setattr(raw, "_on_queue_feeder_error", lambda e, _: self._unsent.append(e))  # noqa: B010
 
     def put(self, item: T, /) -> None:
-        self._q.put((self._index, False, item))
+        if isinstance(self._raw, Connection):
+            self._raw.send((self._index, item))
+        else:
+            self._raw.put((self._index, item))
 
-    def finish(self, reply: bytes) -> None:
-        self._q.put((self._index, True, reply))
-
-
-class _PipeEnd(Generic[T]):
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def put(self, item: T, /) -> None:
-        self._conn.send((False, item))
-
-    def finish(self, reply: bytes) -> None:
-        self._conn.send((True, reply))
-        self._conn.close()
+    def flush(self) -> None:
+        """Every item put is in the channel when this returns: a ``multiprocessing.Queue``'s
+        feeder thread has written them all (a pipe's and a manager's ``put`` wait anyway)."""
+        if isinstance(self._raw, multiprocessing.queues.Queue):
+            self._raw.close()
+            self._raw.join_thread()
+            if self._unsent:
+                raise self._unsent[0]
 
 
-def _producer_child(end: Any, caller: int, fn_bytes: bytes, index: int, payload: bytes) -> None:
-    end.finish(child_reply(caller, fn_bytes, index, payload, end))
+class _Produce:
+    """The function a producer's child runs: ``producer(*args, channel)``, then a flush.
+
+    An exception or a death needs no flush: the call fails, and no item is returned."""
+
+    def __init__(self, producer: Callable[..., object]) -> None:
+        self.producer = producer
+
+    def __call__(self, index: int, *args: Any) -> None:
+        end: _End[Any] = _End(worker_state(), index)
+        self.producer(*args, end)
+        end.flush()
+
+
+# -- in the caller -------------------------------------------------------------------------------
+
+
+class _QueueCollector:
+    """A shared queue: a ``multiprocessing.Queue`` (its reader waited on) or a manager's."""
+
+    def __init__(self, shared: Any, items: list[list[Any]], *, managed: bool) -> None:
+        self.shared, self.items, self.managed = shared, items, managed
+        self.interval: float | None = POLL if managed else None
+
+    def handles(self) -> list[Any]:
+        return [] if self.managed else [self.shared._reader]
+
+    def end(self) -> Any:
+        return self.shared
+
+    def started(self, end: Any) -> None:
+        pass
+
+    def drain(self) -> None:
+        while True:
+            try:
+                index, item = self.shared.get_nowait()
+            except queue.Empty:
+                return
+            except (EOFError, OSError):  # the manager's process is gone
+                AT_EXIT.abandon()  # stopped at exit, as the call was abandoned: not an error
+                raise
+            self.items[index].append(item)
+
+    def close(self) -> None:
+        if not self.managed:
+            self.shared.close()
+            self.shared.join_thread()
+
+
+class _PipeCollector:
+    """A pipe per producer, made as its child starts; the caller keeps the reading ends."""
+
+    interval: float | None = None
+
+    def __init__(self, ctx: Any, items: list[list[Any]]) -> None:
+        self.ctx, self.items = ctx, items
+        self.readers: list[Connection] = []
+
+    def handles(self) -> list[Any]:
+        return list(self.readers)
+
+    def end(self) -> Connection:
+        ours, theirs = self.ctx.Pipe(duplex=False)
+        self.readers.append(ours)
+        return theirs  # type: ignore[no-any-return]
+
+    def started(self, end: Connection) -> None:
+        # Closed at once, before another child starts: forked, that child would hold it too,
+        # and a producer that died mid-item would leave a read that never ends.
+        end.close()
+
+    def drain(self) -> None:
+        for conn in list(self.readers):
+            try:
+                while conn.poll():
+                    index, item = conn.recv()
+                    self.items[index].append(item)
+            except (EOFError, OSError):  # its producer has ended: nothing more will come
+                self.readers.remove(conn)
+                conn.close()
+
+    def close(self) -> None:
+        for conn in self.readers:
+            conn.close()
 
 
 def queue_collect(
@@ -101,72 +211,43 @@ def queue_collect(
         raise ValueError(
             f"queue_collect(): unknown channel {channel!r}; valid: {', '.join(CHANNELS)}"
         )
-    ctx, fn_bytes, payloads = prepare_children(
-        "queue_collect", producer, args_list, timeout, start_method
-    )
-    family = Family("queue_collect", len(payloads), timeout, ctx.get_start_method())
-    items: list[list[T]] = [[] for _ in payloads]
+    api = "queue_collect"
+    args = prepare_children(api, producer, args_list, timeout, start_method)
+    ctx = multiprocessing.get_context(start_method)
+    items: list[list[T]] = [[] for _ in args]
+    call = Call(_Produce(producer), True, None, _keep, max_tasks=1, inheritable=True)
+    # The initializer's argument, the child's end of the channel, is what each child inherits
+    # as it starts (Children._spawn): a Queue or a pipe end can travel no other way.
+    call._fn_bytes = dumps_task(call.fn, _keep, INHERITED, TaskPicklingError)
     manager = None
-    conns: dict[Connection, int] = {}
-    shared: Any = None
+    collector: _QueueCollector | _PipeCollector | None = None
     try:
         if channel == "manager":
             manager = _start_manager(ctx)
-            shared = manager.Queue()
+            collector = _QueueCollector(manager.Queue(), items, managed=True)
         elif channel == "queue":
-            shared = ctx.Queue()
-        _start_producers(ctx, family, fn_bytes, payloads, shared, conns)
-        while not family.settled():
-            if shared is not None:
-                _drain_queue(family, shared, items)
-            else:
-                _drain_pipes(family, conns, items)
-        for index in range(len(payloads)):
-            family.results[index] = items[index]
-        family.finish()
+            collector = _QueueCollector(ctx.Queue(), items, managed=False)
+        else:
+            collector = _PipeCollector(ctx, items)
+        engine = _engine(api, start_method, timeout, collector)
+        run_children(engine, call, [(n, *a) for n, a in enumerate(args)])
         return [item for produced in items for item in produced]
     finally:
-        family.close()
-        _close_channels(conns, shared, manager)
+        if collector is not None:
+            collector.close()
+        if manager is not None:
+            manager.shutdown()
 
 
-def _start_producers(
-    ctx: Any,
-    family: Family,
-    fn_bytes: bytes,
-    payloads: list[bytes],
-    shared: Any,
-    conns: dict[Connection, int],
-) -> None:
-    """Start a producer per payload, each with its end of the channel: the shared queue, or a
-    pipe of its own, whose reading end goes in ``conns`` as it is made (closed by the caller
-    on every exit)."""
-    for index, payload in enumerate(payloads):
-        theirs = None
-        if shared is not None:
-            end: Any = _QueueEnd(shared, index)
-        else:
-            ours, theirs = ctx.Pipe(duplex=False)
-            conns[ours] = index
-            end = _PipeEnd(theirs)
-        proc = ctx.Process(
-            target=_producer_child,
-            args=(end, os.getpid(), fn_bytes, index, payload),
-            name=f"parmap-producer-{index}",
-        )
-        family.start(index, proc)
-        if theirs is not None:
-            theirs.close()
+def _engine(
+    api: str, start_method: str | None, timeout: float | None, collector: Collector
+) -> Callable[[list[bytes]], Children]:
+    def make(payloads: list[bytes]) -> Children:
+        engine = Children(api, payloads, start_method, timeout, collector)
+        engine.process_name = "parmap-producer"
+        return engine
 
-
-def _close_channels(conns: dict[Connection, int], shared: Any, manager: Any) -> None:
-    for conn in conns:
-        conn.close()
-    if isinstance(shared, multiprocessing.queues.Queue):
-        shared.close()
-        shared.join_thread()
-    if manager is not None:
-        manager.shutdown()
+    return make
 
 
 def _start_manager(ctx: Any) -> multiprocessing.managers.SyncManager:
@@ -189,48 +270,3 @@ def _start_manager(ctx: Any) -> multiprocessing.managers.SyncManager:
         proc.close()
         raise error from None
     return manager
-
-
-def _deliver(family: Family, items: list[list[Any]], index: int, last: bool, body: Any) -> None:
-    if family.done[index]:
-        return
-    if last:
-        family.reply(index, body)
-    else:
-        items[index].append(body)
-
-
-def _drain_queue(family: Family, shared: Any, items: list[list[Any]]) -> None:
-    try:
-        index, last, body = shared.get(timeout=family.wait_time(POLL))
-    except (EOFError, OSError):  # the manager's process is gone
-        AT_EXIT.abandon()  # stopped at exit, as the call was abandoned: not an error to report
-        raise
-    except queue.Empty:
-        for index in family.waiting():
-            proc = family.procs[index]
-            if proc is not None and proc.exitcode is not None:
-                family.exited(index)
-        return
-    _deliver(family, items, index, last, body)
-
-
-def _drain_pipes(family: Family, conns: dict[Connection, int], items: list[list[Any]]) -> None:
-    sentinels = family.sentinels()
-    handles: list[Any] = [c for c, i in conns.items() if not family.done[i]]
-    ready = wait(handles + list(sentinels), family.wait_time(None))
-    for handle in ready:
-        if isinstance(handle, Connection):
-            index = conns[handle]
-            try:
-                last, body = handle.recv()
-            except (EOFError, OSError):
-                family.exited(index, owes_reply=False)
-                continue
-            _deliver(family, items, index, last, body)
-    for handle in ready:
-        if handle in sentinels:
-            index = sentinels[handle]
-            conn = next(c for c, i in conns.items() if i == index)
-            if not family.done[index] and not conn.poll():
-                family.exited(index, owes_reply=False)

@@ -19,6 +19,12 @@
 Because the caller knows which worker holds which chunk, nothing is lost silently and no wait
 is unbounded: every wait watches the workers' sentinels as well as their pipes.
 
+``_pump`` is parmap's one wait over worker pipes and sentinels. Everything that supervises
+processes of its own goes through it: ``pmap``'s calls, ``ProcessExecutor`` (``poll``: its
+wake-up pipe waited on in the same wait), and the one-off children of ``run_processes`` and
+``queue_collect`` (``one_shot``, set up in ``_processes.Children``: a worker per item, asked to
+quit as soon as its reply is in, never replaced; their channels, too, in the same wait).
+
 Tuning (see ``PREFETCH_BYTES``): a worker is given a second chunk while it runs one, so it never
 waits for the caller between chunks, but only when that chunk is small. Writing a large chunk to
 a busy worker would block the caller until the worker reads it, while the worker may be blocked
@@ -40,14 +46,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, ClassVar
 
-from .._board import INITIALIZING, STARTING, Board
+from .._board import INITIALIZING, STARTING, Board, SlotView
 from .._children import join_exit, reap
 from .._errors import ResultUnpicklingError, TaskPicklingError, WorkerCrashedError
 from .._exit import AT_EXIT
 from .._serialize import describe
-from .._wire import QUIT, RELEASE, Work, receive_buffers, split_framed
+from .._wire import QUIT, RELEASE, Failure, Work, receive_buffers, split_framed
 from .._worker import process_main
 from ._base import (
     Backend,
@@ -112,6 +118,12 @@ class ProcessBackend(Backend):
     #: False for a long-lived engine (``ProcessExecutor``): a dead worker is always replaced,
     #: with no per-call cap on respawns (a worker that dies while starting still gives up).
     respawn_cap: bool = True
+    #: True for one-off children (``_processes.Children``): a worker runs one chunk, is asked to
+    #: quit as soon as its reply is in, and one that dies or is killed is not replaced (nothing
+    #: of the call would run on it); a worker is started again only for a chunk left waiting.
+    one_shot: ClassVar[bool] = False
+    #: The workers' process names, numbered by slot.
+    process_name = "parmap-worker"
 
     def __init__(
         self,
@@ -129,6 +141,8 @@ class ProcessBackend(Backend):
         # Any: typeshed's BaseContext has no Process (its subclasses do).
         self._ctx: Any = multiprocessing.get_context(start_method)
         self._pool: list[_Worker] = []
+        #: One-shot workers asked to quit once their reply was in: joined by ``stop``.
+        self._retired: list[_Worker] = []
         self._board: Board | None = None
         self._call: Call | None = None
         self._function = b""
@@ -174,7 +188,7 @@ class ProcessBackend(Backend):
             return
         buffers: list[pickle.PickleBuffer] = []
         try:
-            payload = chunk.payload(buffers)
+            payload = self._payload(chunk, buffers)
         except TaskPicklingError as error:
             index = chunk.start if error.index is None else error.index
             self._ready.append(Outcome.failed(chunk, index, error))
@@ -187,6 +201,10 @@ class ProcessBackend(Backend):
             self._pump(self._poll_interval())
         outcomes, self._ready = self._ready, []
         return outcomes
+
+    def _payload(self, chunk: Chunk, buffers: list[pickle.PickleBuffer]) -> bytes:
+        """The chunk's items pickled (large arrays out of band, in ``buffers``)."""
+        return chunk.payload(buffers)
 
     def poll(self, extra: Sequence[Any], timeout: float | None) -> list[Outcome]:
         """Like ``wait``, but also return (perhaps with no outcome) as soon as one of the
@@ -224,8 +242,13 @@ class ProcessBackend(Backend):
         """Why workers cannot run this call (see ``_give_up``); None while they can."""
         return self._broken
 
-    def _pump(self, timeout: float | None, extra: Sequence[Any] = ()) -> None:
-        """One look at every pipe and sentinel: read replies, notice deaths, dispatch."""
+    def _pump(self, timeout: float | None, extra: Sequence[Any] = ()) -> list[Any]:
+        """One look at every pipe and sentinel: read replies, notice deaths, dispatch; the
+        ``extra`` handles that are ready (the owner reads them).
+
+        This is the one wait over worker pipes and sentinels in parmap: ``pmap``'s workers,
+        ``ProcessExecutor``'s, and the one-off children of ``run_processes`` and
+        ``queue_collect`` (whose channels come in as ``extra``) are all watched here."""
         # Map handles to workers before acting on any: replacing a dead worker can hand its
         # closed sentinel's fd number to the new worker's sentinel.
         conns = {w.conn: w for w in self._pool if w.held}
@@ -240,6 +263,7 @@ class ProcessBackend(Backend):
                 self._lost(sentinels[handle])
         self._check_overruns()
         self._dispatch()
+        return [handle for handle in ready if handle not in conns and handle not in sentinels]
 
     def stop(self, *, abort: bool) -> None:
         self._backlog.clear()
@@ -256,6 +280,13 @@ class ProcessBackend(Backend):
         else:
             pool, self._pool = self._pool, []
             stop_workers(pool)
+        retired, self._retired = self._retired, []
+        for worker in retired if abort else ():
+            # Replied, and asked to quit: a failed call does not wait for one still flushing
+            # (a producer's queue, into a pipe no one reads any more).
+            with contextlib.suppress(OSError, ValueError):
+                worker.proc.kill()
+        stop_workers(retired)  # this joins them
         self._inherited = None
 
     def interrupt(self) -> None:
@@ -287,7 +318,7 @@ class ProcessBackend(Backend):
         proc = self._ctx.Process(
             target=process_main,
             args=(theirs, os.getpid(), self.threads, self._board, slot, self._inherited),
-            name=f"parmap-worker-{slot}",
+            name=f"{self.process_name}-{slot}",
         )
         try:
             proc.start()
@@ -335,17 +366,26 @@ class ProcessBackend(Backend):
     def _grow(self) -> _Worker:
         """One more worker, for a chunk no worker is free for: workers start as the work needs
         them, so ``workers=10000`` over a generator of 5 items starts 5, and a map of one chunk
-        starts one (a warm set of workers grows the same way)."""
-        return self._start_in(len(self._pool))
+        starts one (a warm set of workers grows the same way). It takes the next slot, or for
+        one-shot workers, whose dead leave their slots free, the lowest free one."""
+        slot = len(self._pool)
+        if self.one_shot:
+            used = {worker.slot for worker in self._pool}
+            slot = next(s for s in range(self.workers) if s not in used)
+        return self._start_in(slot)
 
     def _start_in(self, slot: int) -> _Worker:
         """A worker started in ``slot`` (a new one, or a dead or retired worker's), in the pool
         and given the call's function."""
         worker = self._spawn(slot)
-        if slot < len(self._pool):
-            self._pool[slot] = worker
-        else:
+        # A worker's place in the pool is its slot, but for one-shot workers (see _grow).
+        place = slot if slot < len(self._pool) and self._pool[slot].slot == slot else None
+        if place is None:
+            place = next((n for n, w in enumerate(self._pool) if w.slot == slot), None)
+        if place is None:
             self._pool.append(worker)
+        else:
+            self._pool[place] = worker
         if self._call is not None:
             self._send(worker, self._function)
         return worker
@@ -386,6 +426,16 @@ class ProcessBackend(Backend):
             self._unreceived(worker, exc)
             return
         self._ready.append(outcome)
+        if self.one_shot and not worker.held:
+            self._retire(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """A one-shot worker's reply is in: it is asked to quit now (its memory goes back at
+        once, as a child's that returns), and joined by ``stop``."""
+        with contextlib.suppress(OSError):  # it died since: its exit code no longer matters
+            worker.conn.send_bytes(QUIT)
+        self._pool.remove(worker)
+        self._retired.append(worker)
 
     def _unreceived(self, worker: _Worker, exc: Exception) -> None:
         """A reply could not be received (this process ran out of memory reading it): its
@@ -418,19 +468,37 @@ class ProcessBackend(Backend):
         exitcode, pid = join_exit(worker.proc), worker.proc.pid
         assert self._board is not None
         view = self._board.view(worker.slot)
-        if view.index == STARTING and self._call is not None:
-            self._give_up(startup_crash(pid, exitcode, self._ctx.get_start_method()))
-            return
-        if view.index == INITIALIZING and self._call is not None:
-            self._give_up(initializer_crash(self._call, view, exitcode))
+        fatal = self._fatal_death(view, exitcode, pid)
+        if fatal is not None:
+            self._give_up(fatal)
             return
         blamed = False
         if worker.held:
             chunk = worker.held.popleft().chunk
-            failure = crash_failure(chunk, view, exitcode, pid)
+            failure = self._crash_failure(chunk, view, exitcode, pid)
             blamed = view.index in chunk  # the item it ran is to blame, not the workers
             self._ready.append(Outcome(chunk, [], failure))
         self._replace(worker, blamed=blamed)
+
+    def _fatal_death(
+        self, view: SlotView, exitcode: int | None, pid: int | None
+    ) -> WorkerCrashedError | None:
+        """A death that says no worker can run this call (it died while starting, or in the
+        initializer: a fresh one would die the same way), to fail every chunk with; None for
+        a death to report for the chunk the worker held."""
+        if self._call is None:
+            return None
+        if view.index == STARTING:
+            return startup_crash(pid, exitcode, self._ctx.get_start_method())
+        if view.index == INITIALIZING:
+            return initializer_crash(self._call, view, exitcode)
+        return None
+
+    def _crash_failure(
+        self, chunk: Chunk, view: SlotView, exitcode: int | None, pid: int | None
+    ) -> Failure:
+        """The failure for the chunk a worker held as it died (see ``_base.crash_failure``)."""
+        return crash_failure(chunk, view, exitcode, pid)
 
     def _drain(self, worker: _Worker) -> bool:
         """Read a reply a dead worker sent before it died; False when there is none."""
@@ -452,6 +520,9 @@ class ProcessBackend(Backend):
         worker.held.clear()
         worker.conn.close()
         exitcode = _close(worker.proc)
+        if self.one_shot:  # its slot stays free until a chunk waits for a worker (_dispatch)
+            self._pool.remove(worker)
+            return
         self._respawns += 0 if blamed else 1
         if self.respawn_cap and self._respawns > 2 * self.workers + 2:
             self._give_up(WorkerCrashedError("worker after worker", exitcode=exitcode))
@@ -482,8 +553,8 @@ class ProcessBackend(Backend):
             return
         timeout = self._call.timeout
         for view in overdue(self._board, timeout):
-            worker = self._pool[view.slot]
-            if not worker.held:
+            worker = next((w for w in self._pool if w.slot == view.slot), None)
+            if worker is None or not worker.held:
                 continue
             chunk = worker.held[0].chunk
             index, error = timeout_failure(view, timeout)

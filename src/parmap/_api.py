@@ -234,11 +234,7 @@ def _choose_backend(
         count = max(1, min(count, total))
     threads = max(1, default_workers() // count) if limit_threads else None
     if name == "auto":
-        # Where worker processes cannot run (see _no_processes), the caller is all there is.
-        # One worker, or one item: nothing to measure, and the caller runs it, unless workers
-        # are to be replaced (they are processes, then).
-        several = count > 1 and (total is None or total > 1)
-        if (several or recycling) and not _no_processes():
+        if _measures(count, total, recycling):
             return Auto(count, start_method, total, threads)
         name = "serial"
     elif name != "serial" and sys.is_finalizing():
@@ -253,6 +249,15 @@ def _choose_backend(
     elif backends.BACKENDS[name].processes:
         check_may_start_processes(api, f"backend={name!r}", IN_A_DAEMON)
     return backends.create(name, count, start_method, threads)
+
+
+def _measures(count: int, total: int | None, recycling: bool) -> bool:
+    """Whether ``"auto"`` goes on to measure the function. Not with one worker or one item:
+    nothing to share, so the caller runs it, unless workers are to be replaced (processes,
+    then). Nor where worker processes cannot run (see ``_no_processes``): the caller is all
+    there is."""
+    several = count > 1 and (total is None or total > 1)
+    return (several or recycling) and not _no_processes()
 
 
 def _given_backend(

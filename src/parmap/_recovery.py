@@ -124,6 +124,14 @@ class Recovery:
             for offset in range(len(chunk.items)):  # which item it was: one at a time
                 _again(again, chunk, offset, offset + 1)
             return []
+        return self._failed_at(outcome, index, error, again)
+
+    def _failed_at(
+        self, outcome: Outcome, index: int, error: BaseException, again: Callable[[Chunk], None]
+    ) -> list[Outcome]:
+        """An outcome that failed at item ``index`` with its own failure: the results before
+        it, that item run again, its error in its slot, or the loop's failure; the rest again."""
+        chunk, results = outcome.chunk, outcome.results
         at = index - chunk.start
         kept = min(len(results), at)
         pieces = [_piece(chunk, 0, kept, results[:kept])] if kept else []

@@ -445,30 +445,37 @@ class FutureBackend(Backend):
             done, _ = cf.wait(self._pending, WATCH_INTERVAL, cf.FIRST_COMPLETED)
             if self.abandoned:
                 _ending.park()  # its workers were let go: not a failure to report
-            if self._fatal is None:
-                # Before any chunk leaves _pending: a broken engine's dead worker is found by
-                # the chunk it held.
-                broke = any(self._broke(f) for f in done)
-                self._fatal = self._check(broken=broke)
-                going_on = self._call is not None and self._call.keep_going and self.reopens
-                if self._fatal is not None:
-                    self._fail_holder(self._fatal)
-                    if going_on and self._fatal[0] >= 0:
-                        self._restart(self._call)  # type: ignore[arg-type]
-                        continue
-                elif broke and going_on and self._unattributed < UNATTRIBUTED_BREAKS:
-                    # Broken, but no death found on the board (a worker that died between
-                    # items, or before its slot said what it held): every chunk out is run
-                    # again on a fresh engine, none charged an attempt; a limit on such breaks
-                    # in a row keeps an engine that cannot run the call from looping.
-                    self._unattributed += 1
-                    self._restart(self._call)  # type: ignore[arg-type]
-                    continue
+            if self._fatal is None and self._watch(done):
+                continue
             for future in done:
                 if future in self._pending:
                     self._failed.append(self._finish(self._pending.pop(future), future))
         outcomes, self._failed = self._failed, []
         return outcomes
+
+    def _watch(self, done: set[cf.Future[Any]]) -> bool:
+        """Look at the workers once ``done`` have finished (perhaps none): report a fatal
+        failure's chunk; True where the engine was opened afresh (the chunks out are lost)."""
+        # Before any chunk leaves _pending: a broken engine's dead worker is found by the chunk
+        # it held.
+        broke = any(self._broke(f) for f in done)
+        self._fatal = self._check(broken=broke)
+        call = self._call
+        going_on = call is not None and call.keep_going and self.reopens
+        if self._fatal is not None:
+            self._fail_holder(self._fatal)
+            if going_on and self._fatal[0] >= 0:
+                self._restart(call)  # type: ignore[arg-type]
+                return True
+        elif broke and going_on and self._unattributed < UNATTRIBUTED_BREAKS:
+            # Broken, but no death found on the board (a worker that died between items, or
+            # before its slot said what it held): every chunk out is run again on a fresh
+            # engine, none charged an attempt; a limit on such breaks in a row keeps an engine
+            # that cannot run the call from looping.
+            self._unattributed += 1
+            self._restart(call)  # type: ignore[arg-type]
+            return True
+        return False
 
     def _broke(self, future: cf.Future[Any]) -> bool:
         return not future.cancelled() and isinstance(future.exception(), self.broken)

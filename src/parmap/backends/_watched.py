@@ -250,6 +250,14 @@ class WatchedPool(FutureBackend):
                 if pid in self._retired and proc not in current:
                     del self._procs[pid]
 
+    def _not_retired(self, dead: list[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+        """Those of the ``dead`` workers (pid, exit code) that did not retire: read after they
+        were found dead, since a worker records its retirement before it ends."""
+        if self.retiring and dead and self._counts is not None:
+            self._read_retirees(self._counts)
+            dead = [d for d in dead if d[0] not in self._retired]
+        return dead
+
     def _read_retirees(self, counts: Any) -> None:
         with counts.get_lock():
             self.recycled = self._recycled_before + counts[RETIRED]
@@ -412,12 +420,8 @@ class WatchedPool(FutureBackend):
                 gone, exitcode = self._exitcode(pid)
                 if gone and exitcode != -signal.SIGTERM:
                     dead.append((pid, exitcode))
-        if self.retiring and dead and self._counts is not None:
-            # A worker records its retirement before it ends: read after finding it dead.
-            self._read_retirees(self._counts)
-            dead = [d for d in dead if d[0] not in self._retired]
+        dead = self._not_retired(dead)
         if not dead:
             return None
         pid, exitcode = min(dead, key=lambda d: d[1] is None)  # one whose exit code is known
         return startup_crash(pid, exitcode, self._ctx.get_start_method())
-

@@ -442,7 +442,7 @@ def _prepare(
     if chosen.pickles:
         call.fn_bytes  # noqa: B018 - pickle the function now, so a failure is raised here
     progress = make_progress(api, options.get("progress", False), total)
-    sizer = ChunkSizer(chosen.workers, total, options.get("chunksize"), call.max_tasks)
+    sizer = ChunkSizer(chosen.workers, total, options.get("chunksize"), chosen.largest_chunk(call))
     recovery = Recovery(policy)
     path, resume = options.get("checkpoint"), None
     if path is not None:  # last: it holds the file until the map ends

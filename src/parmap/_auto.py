@@ -115,6 +115,11 @@ class Auto:
     def __repr__(self) -> str:
         return "backend='auto'"
 
+    @staticmethod
+    def largest_chunk(call: Call) -> int | None:
+        """As the ``"process"`` engine's, where such maps go (see ``Backend.largest_chunk``)."""
+        return call.max_tasks
+
     def probe(
         self, call: Call, reader: Reader, sizer: ChunkSizer, progress: Progress | None
     ) -> Generator[list[Any], None, Backend]:

@@ -83,6 +83,10 @@ class _State:
     key: object = None
     #: ``initargs`` passed as this process started (see ``_wire.INHERITED``).
     inherited: tuple[Any, ...] = ()
+    #: A ``"pool"``/``"futures"`` worker that retires after a number of chunks: once above
+    #: ``max_memory_per_worker`` (``spent``), it declines the chunks it is given until then.
+    declines = False
+    spent = False
 
 
 _STATE = _State()
@@ -151,6 +155,11 @@ def run_chunk(
     if _STATE.install_error is not None:
         failed = _STATE.install_error
         return Broken(start, failed.phase, failed.what, failed.traceback).encode()
+    if _STATE.spent and _STATE.declines:
+        # Above the memory limit, and the engine cannot retire this worker before its task
+        # limit: not one item run, the chunk goes back whole (``_recovery``: a worker that
+        # stopped early), and each decline brings that limit nearer.
+        return Done([], 0.0, spent=True).encode()
     if board is not None:
         board[base + CHUNK] = start
         if spec.timeout is not None:  # the stamp first: never RECEIVING with an old one
@@ -176,6 +185,7 @@ def run_items(
         results, exc = execute(_STATE.fn, spec.star, start, items, board, base, spec.timeout)
     else:
         results, exc, spent = _execute_within(spec.memory, start, items)
+        _STATE.spent = spent
     if board is None or spec.timeout is None:
         return _reply(start, results, exc, time.perf_counter() - began, out, spent)
     board[base + STARTED] = time.monotonic_ns()  # pickling results is bounded as an item is
@@ -462,6 +472,7 @@ def pool_initializer(
     become_worker(caller, threads)
     slot = claim_slot(board, counts)
     attach_board(board, slot)
+    _STATE.declines = retiring
     if retiring and slot is not None:
         # Run by multiprocessing as the process ends after its last task (not at a death):
         # its reply is sent by then, so the slot has nothing left to say about it.

@@ -221,6 +221,11 @@ class Backend(ABC):
     #: ``max_memory_per_worker=``); read for the map's summary before ``stop``.
     recycled: int = 0
 
+    def largest_chunk(self, call: Call) -> int | None:
+        """The most items a chunk of ``call`` may hold (None: no limit of the engine's): with
+        ``max_tasks_per_worker``, that many, as a fresh worker takes any chunk whole."""
+        return call.max_tasks
+
     def __repr__(self) -> str:
         name = getattr(self, "name", None)
         return f"backend={name!r}" if name else super().__repr__()

@@ -27,6 +27,26 @@ __all__ = ["FuturesBackend"]
 LET_GO_JOIN = 5.0
 
 
+class _Executor(cf.ProcessPoolExecutor):
+    """A ``ProcessPoolExecutor`` that always replaces a worker that ends at its task limit.
+
+    Its own replacement first takes an "idle worker" token, released by each of a worker's
+    tasks but its last and consumed only by ``submit``: with a backlog, a stale token outlives
+    the worker it was for, the replacement is skipped, and once every worker is gone the backlog
+    waits forever (gh-115634, Python 3.11 to 3.13.0). Here it never looks at the tokens (as
+    CPython's fix does, GH-140900): below its size, the executor starts a worker.
+    """
+
+    _max_tasks_per_child: int | None = None  # its own from 3.11 (typeshed checks as 3.10)
+    _max_workers: int
+
+    def _adjust_process_count(self) -> None:
+        if self._max_tasks_per_child is None:
+            super()._adjust_process_count()
+        elif len(self._processes) < self._max_workers:
+            self._spawn_process()  # type: ignore[attr-defined]
+
+
 class FuturesBackend(WatchedPool):
     name = "futures"
     broken = (BrokenProcessPool,)
@@ -37,20 +57,18 @@ class FuturesBackend(WatchedPool):
     _executor: cf.ProcessPoolExecutor | None = None
 
     def _open(self, initargs: tuple[Any, ...]) -> None:
-        self._executor = cf.ProcessPoolExecutor(
+        self._executor = _Executor(
             self.size,
             mp_context=guarded_context(self._ctx),  # see there: no descriptor lost at the limit
             initializer=pool_initializer,
             initargs=initargs,
         )
-        if self.retiring:
-            # One chunk per worker (see ``WatchedPool._open_for``), set here: the constructor
+        if self.tasks is not None:
+            # Chunks per worker (see ``WatchedPool._open_for``), set here: the constructor
             # refuses ``max_tasks_per_child`` under fork, as the executor forks each replacement
             # from its manager thread (gh-90622); ``Pool`` forks its replacements from a thread
-            # too, and parmap's workers start as ``Pool``'s do. One task per worker also keeps
-            # clear of the deadlock with a backlog (gh-115634, 3.11 to 3.13.0): the stale
-            # idle-worker token it comes from is released only by a worker's non-final task.
-            self._executor._max_tasks_per_child = 1  # type: ignore[attr-defined]
+            # too, and parmap's workers start as ``Pool``'s do.
+            self._executor._max_tasks_per_child = self.tasks
         # Its manager thread reads results through this, which keeps what stopped it: the
         # executor would call a MemoryError receiving a large result a worker's abrupt death.
         reader = self._executor._result_queue._reader  # type: ignore[attr-defined]

@@ -150,9 +150,10 @@ class PoolBackend(WatchedPool):
     def _open(self, initargs: tuple[Any, ...]) -> None:
         # The context checks for descriptors before each fork (see guarded_context).
         context = guarded_context(self._ctx)
-        # Recycling: one chunk per worker (see ``WatchedPool._open_for``).
-        tasks = 1 if self.retiring else None
-        self._pool = _KillingPool(self.size, pool_initializer, initargs, tasks, context=context)
+        # Recycling: see ``WatchedPool._open_for``.
+        self._pool = _KillingPool(
+            self.size, pool_initializer, initargs, self.tasks, context=context
+        )
         self._receiver = self._pool.receiver
 
     def _processes(self) -> Iterable[BaseProcess]:

@@ -7,6 +7,14 @@ once and ignores SIGINT. While the caller waits, every worker process is checked
 the item its slot held; an item older than ``timeout=`` gets its worker killed. A worker that
 dies before it claims a slot died while starting (under spawn, importing the main module), as
 would every worker the engine started after it: Pool would respawn them forever.
+
+Recycling (``max_tasks_per_worker=``, ``max_memory_per_worker=``) uses the engines' own task
+limits, which count chunks (``tasks_per_worker``; chunks capped by ``largest_chunk``). A worker
+that retires frees its slot as it exits (a ``multiprocessing.util.Finalize``, after its last
+reply) and records its pid in a ring of ``counts``: the caller's slots never run out, however
+many workers come and go, and a retired worker (whose exit code says nothing:
+ProcessPoolExecutor's, forked from its manager thread, exit with 1) is not taken for one that
+died starting.
 """
 
 from __future__ import annotations

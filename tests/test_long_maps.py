@@ -6,6 +6,7 @@ their worker run only on the engines whose workers are processes parmap starts (
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
@@ -28,6 +29,7 @@ from parmap import (
     pstarmap,
 )
 from parmap._recovery import parse_bytes
+from parmap.backends import BackendName
 
 from .conftest import (
     ENGINES,
@@ -307,6 +309,31 @@ def test_recycling_with_a_backlog_does_not_deadlock(engine: dict[str, Any]) -> N
     assert sum(counts.values()) == 12
     assert max(counts.values()) <= 4
     assert len(counts) >= 3
+
+
+@pytest.mark.parametrize("backend", ["pool", "futures"])
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_replacement_that_cannot_start_fails_the_call(
+    backend: BackendName, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine starts replacements on a thread of its own, which the error ends: the call
+    fails with it rather than waiting for workers that never come."""
+    import parmap.backends._watched as watched
+
+    starts = [0]
+    reserve = watched.reserve_descriptors
+
+    def run_out() -> None:  # the check before each fork: the third one fails
+        starts[0] += 1
+        if starts[0] > 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        reserve()
+
+    monkeypatch.setattr(watched, "reserve_descriptors", run_out)
+    with pytest.raises(parmap.ParmapError, match=r"could not start a worker.*Too many") as info:
+        pmap(abs, range(20), backend=backend, start_method="fork", workers=2, chunksize=1,
+             max_tasks_per_worker=1)  # fmt: skip
+    assert isinstance(info.value.__cause__, OSError)
 
 
 @pytest.mark.parametrize("name", ["max_tasks_per_worker", "max_memory_per_worker"])

@@ -57,6 +57,11 @@ def put_big(count: int, size: int, q: Channel[bytes]) -> None:
         q.put(bytes([i]) * size)
 
 
+def put_big_forever(size: int, q: Channel[bytes]) -> None:
+    while True:
+        q.put(b"x" * size)
+
+
 def put_then_raise(n: int, q: Channel[int]) -> None:
     q.put(n)
     if n == 2:
@@ -226,4 +231,42 @@ def test_run_processes_a_child_ends_once_its_value_is_in(tmp_path: Path) -> None
     before = children()
     out = run_processes(first_ends_while_second_runs, [(0, str(tmp_path)), (1, str(tmp_path))])
     assert out == [True, True]
+    assert children() <= before
+
+
+def lower_waits_for_a_later_one_to_end(n: int, folder: str) -> str:
+    """Child 2 leaves its pid and runs on; child 1 fails at once; child 0 returns once child 2
+    has ended (up to a generous bound): only if a failure stops the later children at once."""
+    if n == 2:
+        Path(folder, "pid.tmp").write_text(str(os.getpid()))
+        Path(folder, "pid.tmp").rename(Path(folder, "pid"))
+        threading.Event().wait()
+    if n == 1:
+        raise ValueError("child 1 fails")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if Path(folder, "pid").exists() and ended(int(Path(folder, "pid").read_text())):
+            return "child 2 was stopped"
+        time.sleep(0.01)  # the child's own polling, not the test's synchronisation
+    return "child 2 ran on"
+
+
+def test_run_processes_stops_later_children_once_one_fails(tmp_path: Path) -> None:
+    """As the loop would never have run them: a later child's side effects end with the
+    failure, not when every earlier child is done (child 0 here sees child 2 end first)."""
+    before = children()
+    args = [(n, str(tmp_path)) for n in range(3)]
+    with pytest.raises(ValueError, match="child 1 fails") as info:
+        run_processes(lower_waits_for_a_later_one_to_end, args)
+    assert "parmap: raised by child 1" in " ".join(getattr(info.value, "__notes__", [""]))
+    assert children() <= before
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_queue_collect_timeout_with_large_items_in_flight(channel: str) -> None:
+    """Producers killed at the timeout while writing megabyte items: a shared queue may hold
+    half a message then, and is not read again (that read would never end)."""
+    before = children()
+    with pytest.raises(TaskTimeoutError):
+        queue_collect(put_big_forever, [(1 << 20,)] * 3, channel=channel, timeout=0.5)
     assert children() <= before

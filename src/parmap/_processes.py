@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -72,7 +73,10 @@ class Collector(Protocol):
         """That child has started (the caller's copy of a pipe end can be closed)."""
 
     def drain(self) -> None:
-        """Take in every item already in the channel, without blocking for more."""
+        """Take in items already in the channel (for a moment at most), without blocking."""
+
+    def complete(self, outcomes: list[Outcome]) -> bool:
+        """Whether every item put by the producers of these outcomes is in."""
 
 
 class Children(ProcessBackend):
@@ -121,19 +125,36 @@ class Children(ProcessBackend):
         """Outcomes, as the engine's; with a channel, only once every item put before those
         outcomes' replies were sent is in (a producer flushes its channel before it replies)."""
         channel = self.channel
-        while not self._ready:
+        # With a channel, outcomes wait until their producers' items are in: a producer replies
+        # with how many it put, once its channel has them all.
+        while not self._ready or (channel is not None and not channel.complete(self._ready)):
             left = None if self.deadline is None else self.deadline - time.monotonic()
             if left is not None and left <= 0:
+                # Not drained again: a producer killed while its queue's thread wrote a large
+                # item leaves half a message that no read of a shared queue would ever finish.
                 self._expire()
-                break
+                return self._handed()
             if channel is not None and channel.interval is not None:
                 left = channel.interval if left is None else min(left, channel.interval)
             self._pump(left, [] if channel is None else channel.handles())
             if channel is not None:
                 channel.drain()
-        if channel is not None:
-            channel.drain()  # what was put before the replies now in: its producers are done
+        return self._handed()
+
+    def _handed(self) -> list[Outcome]:
+        """The outcomes there are; past the lowest failure among them, every child still
+        running is stopped now, as the loop would never have started it (its side effects,
+        a producer's items, end here)."""
         outcomes, self._ready = self._ready, []
+        failed = [o.failure[0] for o in outcomes if o.failure is not None]
+        if failed:
+            cut = min(failed)
+            self._backlog = deque(j for j in self._backlog if j.chunk.start < cut)
+            for worker in list(self._pool):
+                if worker.held and worker.held[0].chunk.start > cut:
+                    worker.proc.kill()
+                    worker.held.clear()  # no outcome: the loop waits only for lower ones
+                    self._replace(worker, blamed=True)
         return outcomes
 
     def _expire(self) -> None:

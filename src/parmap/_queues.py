@@ -37,6 +37,7 @@ import multiprocessing
 import multiprocessing.managers
 import multiprocessing.queues
 import queue
+import time
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from typing import Any, Generic, Protocol, TypeVar
@@ -49,7 +50,7 @@ from ._processes import Children, Collector, prepare_children, run_children
 from ._serialize import dumps_task
 from ._wire import INHERITED
 from ._worker import worker_state
-from .backends._base import Call, why_startup_failed
+from .backends._base import Call, Outcome, why_startup_failed
 
 __all__ = ["CHANNELS", "Channel", "queue_collect"]
 
@@ -60,6 +61,9 @@ Ts = TypeVarTuple("Ts")
 CHANNELS = ("queue", "pipe", "manager")
 #: How often the caller looks at a manager's queue, which has no handle to wait on.
 POLL = 0.05
+#: The longest a drain of the channel reads before the caller looks at its children and the
+#: deadline again (producers that put faster than it reads would keep it reading for good).
+DRAIN_SECONDS = 0.02
 
 
 class Channel(Protocol[T_contra]):
@@ -81,6 +85,8 @@ class _End(Generic[T]):
 
     def __init__(self, raw: Any, index: int) -> None:
         self._raw, self._index = raw, index
+        #: Items put: the producer's reply, by which the caller knows when all are in.
+        self.count = 0
         #: What a queue's feeder thread could not send (it pickles each item on its own).
         self._unsent: list[BaseException] = []
         if isinstance(raw, multiprocessing.queues.Queue):
@@ -94,6 +100,7 @@ class _End(Generic[T]):
             self._raw.send((self._index, item))
         else:
             self._raw.put((self._index, item))
+        self.count += 1
 
     def flush(self) -> None:
         """Every item put is in the channel when this returns: a ``multiprocessing.Queue``'s
@@ -113,10 +120,12 @@ class _Produce:
     def __init__(self, producer: Callable[..., object]) -> None:
         self.producer = producer
 
-    def __call__(self, index: int, *args: Any) -> None:
+    def __call__(self, index: int, *args: Any) -> int:
+        """Run the producer; how many items it put (see ``_collected``)."""
         end: _End[Any] = _End(worker_state(), index)
         self.producer(*args, end)
         end.flush()
+        return end.count
 
 
 # -- in the caller -------------------------------------------------------------------------------
@@ -138,8 +147,12 @@ class _QueueCollector:
     def started(self, end: Any) -> None:
         pass
 
+    def complete(self, outcomes: list[Outcome]) -> bool:
+        return _collected(self.items, outcomes)
+
     def drain(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < until:
             try:
                 index, item = self.shared.get_nowait()
             except queue.Empty:
@@ -153,6 +166,9 @@ class _QueueCollector:
         if not self.managed:
             self.shared.close()
             self.shared.join_thread()
+            # The caller never puts, so no feeder thread closes the write end: closed now, not
+            # when a garbage collection finds the queue (a traceback may hold it till then).
+            self.shared._writer.close()
 
 
 class _PipeCollector:
@@ -177,10 +193,14 @@ class _PipeCollector:
         # and a producer that died mid-item would leave a read that never ends.
         end.close()
 
+    def complete(self, outcomes: list[Outcome]) -> bool:
+        return _collected(self.items, outcomes)
+
     def drain(self) -> None:
+        until = time.monotonic() + DRAIN_SECONDS
         for conn in list(self.readers):
             try:
-                while conn.poll():
+                while conn.poll() and time.monotonic() < until:
                     index, item = conn.recv()
                     self.items[index].append(item)
             except (EOFError, OSError):  # its producer has ended: nothing more will come
@@ -190,6 +210,12 @@ class _PipeCollector:
     def close(self) -> None:
         for conn in self.readers:
             conn.close()
+
+
+def _collected(items: list[list[Any]], outcomes: list[Outcome]) -> bool:
+    """Whether every item the producers of these outcomes put is in (a producer replies with
+    how many it put; one that failed fails the call, whatever it put)."""
+    return all(o.failure is not None or len(items[o.chunk.start]) >= o.results[0] for o in outcomes)
 
 
 def queue_collect(

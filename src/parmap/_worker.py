@@ -155,13 +155,14 @@ def run_chunk(
     if _STATE.install_error is not None:
         failed = _STATE.install_error
         return Broken(start, failed.phase, failed.what, failed.traceback).encode()
+    if board is not None:
+        board[base + CHUNK] = start  # first: a death while declining is this chunk's
     if _STATE.spent and _STATE.declines:
         # Above the memory limit, and the engine cannot retire this worker before its task
         # limit: not one item run, the chunk goes back whole (``_recovery``: a worker that
         # stopped early), and each decline brings that limit nearer.
         return Done([], 0.0, spent=True).encode()
     if board is not None:
-        board[base + CHUNK] = start
         if spec.timeout is not None:  # the stamp first: never RECEIVING with an old one
             board[base + STARTED] = time.monotonic_ns()
         board[base + INDEX] = RECEIVING
@@ -467,12 +468,13 @@ def pool_initializer(
     """Initializer for ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` workers
     (``inherited``: the call's ``initargs`` where they travel as the worker starts;
     ``memory``: ``max_memory_per_worker``; ``retiring``: the engine replaces each worker after
-    one chunk, and the worker frees its slot on the board as it exits, for its successor)."""
+    a number of chunks, and the worker frees its slot on the board as it exits, for its
+    successor; above ``memory``, it declines chunks until then)."""
     _STATE.inherited = inherited or ()
     become_worker(caller, threads)
     slot = claim_slot(board, counts)
     attach_board(board, slot)
-    _STATE.declines = retiring
+    _STATE.declines, _STATE.spent = retiring, False  # not the forked caller's
     if retiring and slot is not None:
         # Run by multiprocessing as the process ends after its last task (not at a death):
         # its reply is sent by then, so the slot has nothing left to say about it.

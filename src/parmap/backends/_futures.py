@@ -59,7 +59,8 @@ class FuturesBackend(WatchedPool):
     def _open(self, initargs: tuple[Any, ...]) -> None:
         self._executor = _Executor(
             self.size,
-            mp_context=guarded_context(self._ctx),  # see there: no descriptor lost at the limit
+            # See there: no descriptor lost at the limit, and a worker that cannot start is said.
+            mp_context=guarded_context(self._ctx, self._start_failed),
             initializer=pool_initializer,
             initargs=initargs,
         )
@@ -125,6 +126,14 @@ class FuturesBackend(WatchedPool):
                 call_queue._writer.close()
             if wakeup is not None:
                 wakeup.close()
+        elif call_queue is not None and self.start_error is not None:
+            # The manager thread ended on that error, before closing the queue of calls for
+            # the workers: its feeder thread is left, perhaps writing into a full pipe. With
+            # every worker gone, closing this last read end makes that write fail (EPIPE),
+            # which the feeder takes as its end.
+            call_queue._reader.close()
+            call_queue.close()
+            call_queue.join_thread()
         # Without this, the result pipe and the workers' sentinels stay open until a garbage
         # collection finds the executor.
         result_queue = getattr(executor, "_result_queue", None)

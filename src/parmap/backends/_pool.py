@@ -148,8 +148,9 @@ class PoolBackend(WatchedPool):
     _pool: _KillingPool | None = None
 
     def _open(self, initargs: tuple[Any, ...]) -> None:
-        # The context checks for descriptors before each fork (see guarded_context).
-        context = guarded_context(self._ctx)
+        # The context checks for descriptors before each fork, and keeps why a worker could
+        # not start (see guarded_context).
+        context = guarded_context(self._ctx, self._start_failed)
         # Recycling: see ``WatchedPool._open_for``.
         self._pool = _KillingPool(
             self.size, pool_initializer, initargs, self.tasks, context=context

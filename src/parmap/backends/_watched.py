@@ -34,7 +34,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .._board import IDLE, INITIALIZING, Board, SlotView
-from .._errors import ResultUnpicklingError, WorkerCrashedError
+from .._errors import ParmapError, ResultUnpicklingError, WorkerCrashedError
 from .._forked import ours
 from .._serialize import describe
 from .._wire import Failure
@@ -90,23 +90,37 @@ class Receiver:
             raise
 
 
-def guarded_context(ctx: BaseContext) -> BaseContext:
-    """``ctx``, or under fork a copy whose processes first check that the four descriptors a
-    fork takes are there: when the second of its two pipes fails (``OSError: Too many open
-    files``), multiprocessing's fork launcher leaves the first one open, two descriptors lost
-    per failed call. Checked here, the error comes before the launcher opens anything."""
-    if ctx.get_start_method() != "fork":
-        return ctx
+def guarded_context(
+    ctx: BaseContext, failed: Callable[[BaseException], None] | None = None
+) -> BaseContext:
+    """A copy of ``ctx`` whose processes, as they start:
+
+    * under fork, first check that the four descriptors a fork takes are there: when the second
+      of its two pipes fails (``OSError: Too many open files``), multiprocessing's fork launcher
+      leaves the first one open, two descriptors lost per failed call. Checked here, the error
+      comes before the launcher opens anything;
+    * tell ``failed`` why they could not start. The engines start replacements on a thread of
+      their own, which that error ends, printed and otherwise unseen (``Pool``'s worker
+      thread, ``ProcessPoolExecutor``'s manager thread): the chunks out would wait forever.
+    """
     guarded = copy.copy(ctx)
     make = ctx.Process  # type: ignore[attr-defined]
+    forks = ctx.get_start_method() == "fork"
 
     def process(*args: Any, **kwds: Any) -> Any:
         proc = make(*args, **kwds)
         start = proc.start
 
         def checked_start() -> None:
-            reserve_descriptors()
-            start()
+            del proc.start  # this function: under spawn the process is pickled as it starts
+            try:
+                if forks:
+                    reserve_descriptors()
+                start()
+            except BaseException as exc:
+                if failed is not None:
+                    failed(exc)
+                raise
 
         proc.start = checked_start
         return proc
@@ -130,9 +144,8 @@ def reserve_descriptors() -> None:
 class WatchedPool(FutureBackend):
     reopens = True
     inherits = True
-    #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=``: each worker runs one chunk
-    #: (at most ``max_tasks`` items, cut short above ``max_memory``) and is replaced; see
-    #: ``_open_for``.
+    #: ``max_tasks_per_worker=`` and ``max_memory_per_worker=``: each worker runs a number of
+    #: chunks and is replaced; see ``_open_for``.
     recycles = True
 
     def __init__(
@@ -146,7 +159,7 @@ class WatchedPool(FutureBackend):
         self._procs: dict[int, BaseProcess] = {}
         #: ``_worker.pool_initializer``'s counts: workers without a slot, workers retired.
         self._counts: Any = None
-        #: Each worker runs one chunk, then retires (recycling; see ``_open_for``).
+        #: Each worker runs ``tasks`` chunks, then retires (recycling; see ``_open_for``).
         self.retiring = False
         #: Chunks a worker runs before it is replaced (None: no limit).
         self.tasks: int | None = None
@@ -154,8 +167,11 @@ class WatchedPool(FutureBackend):
         #: Workers that retired (recycling), and how many of the engine's ring were read.
         self._retired: set[int] = set()
         self._read = 0
+        self._blind = False
         #: Reads the engine's result pipe, where ``_open`` installs one (see ``Receiver``).
         self._receiver: Receiver | None = None
+        #: Why the engine could not start a worker (see ``guarded_context``).
+        self.start_error: BaseException | None = None
         #: Chunks submitted before the engine opens (see ``start``), and the engine's size.
         self._queued: list[Chunk] | None = None
         self.size = workers
@@ -227,11 +243,12 @@ class WatchedPool(FutureBackend):
         self.tasks = tasks_per_worker(call) if self.retiring else None
         # Slots for replacements too: Pool starts a new worker for each one that dies.
         self._board = Board.shared(self._ctx, 2 * self.size + 8)
-        # The ring of retired pids holds more than the chunks out at once (a worker per
-        # chunk), and the caller reads it each time one finishes (see ``_track``).
+        # The ring of retired pids: the caller reads it at every submit and wait (``_track``),
+        # and between two looks no more workers retire than there are chunks out (at most
+        # WINDOW_PER_WORKER per worker) plus the workers themselves.
         ring = 8 * self.size + 16
         counts = self._counts = self._ctx.Array("i", RETIREES + ring)
-        self._retired, self._read = set(), 0
+        self._retired, self._read, self._blind = set(), 0, False
         self._procs = {}
         self._suspects: dict[int, float] = {}
         args = (
@@ -247,6 +264,7 @@ class WatchedPool(FutureBackend):
             self.retiring,
         )
         self._receiver = None
+        self.start_error = None
         try:
             self._open(args)
         except BaseException:
@@ -255,6 +273,16 @@ class WatchedPool(FutureBackend):
             self.stop(abort=True)
             raise
         self._track()
+
+    def _start_failed(self, error: BaseException) -> None:
+        """A worker could not start (on the engine's thread, or in ``_open``): the call's
+        failure, at no item (see ``_check``), with why as its cause."""
+        if self.start_error is None:
+            failure = ParmapError(
+                f"the {self.name!r} engine could not start a worker: {describe(error)}"
+            )
+            failure.__cause__ = error
+            self.start_error = failure
 
     def _track(self) -> None:
         """Keep every worker process the engine has shown us (it forgets the dead ones), until
@@ -281,16 +309,23 @@ class WatchedPool(FutureBackend):
         return dead
 
     def _read_retirees(self, counts: Any) -> None:
-        with counts.get_lock():
-            self.recycled = self._recycled_before + counts[RETIRED]
-            ring = len(counts) - RETIREES
-            exits = counts[EXITS]
-            if exits - self._read > ring:  # cannot be (see _open_for): say nothing of starts
-                self._counts = None
-                return
-            for n in range(self._read, exits):
-                self._retired.add(counts[RETIREES + n % ring])
-            self._read = exits
+        """Take in the pids of the workers that retired since the last look.
+
+        Read without the lock (the caller never waits on it: a worker killed while holding it
+        would hold it for good): a worker writes its pid into the ring before it counts it in
+        ``EXITS``, so every entry below the count is there. The ring holds more than can retire
+        between two looks (see ``_open_for``); if it ever overflowed, the pids lost could be
+        taken for workers that died starting, so that check stops for this engine
+        (``_blind``), and those workers stay in ``_procs`` until it closes."""
+        raw = counts.get_obj()
+        exits = raw[EXITS]
+        self.recycled = self._recycled_before + raw[RETIRED]
+        ring = len(raw) - RETIREES
+        if exits - self._read > ring:
+            self._blind, self._read = True, exits - ring
+        for n in range(self._read, exits):
+            self._retired.add(raw[RETIREES + n % ring])
+        self._read = exits
 
     def _exitcode(self, pid: int) -> tuple[bool, int | None]:
         """Whether worker ``pid`` is dead, and its exit code where known."""
@@ -339,6 +374,8 @@ class WatchedPool(FutureBackend):
         chunk, one that died starting (each a failure), or an overrun (its worker killed);
         before those, results that could not be received (the engine then kills its workers)."""
         self._track()
+        if self.start_error is not None:
+            return -1, self.start_error  # no worker can start: every chunk out fails with it
         unreceived = self._unreceived()
         if unreceived is not None:
             return unreceived
@@ -433,8 +470,10 @@ class WatchedPool(FutureBackend):
         Not one the engine stopped (SIGTERM) on noticing another's death: ProcessPoolExecutor
         stops them all, some perhaps still starting (a slow fork, a loaded machine).
         """
-        if self._counts is None or self._counts[UNSLOTTED]:
-            return None  # the slots ran out: a worker without one may have been set up
+        if self._counts is None or self._counts.get_obj()[UNSLOTTED] or self._blind:
+            # The slots ran out (a worker without one may have been set up), or retirements
+            # were missed (see _read_retirees): no telling a worker that died starting.
+            return None
         claimed = {view.pid for view in self._board if view.pid}
         dead = []
         for pid in self._procs:

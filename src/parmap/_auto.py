@@ -12,9 +12,20 @@ sees the decision change: ``Auto.probe`` runs before it and returns the engine.
 Workers start only once the probe says they pay. (Feeding warm workers during the probe was
 tried: it ships the function, a large closure included, even to calls that then stay here. The
 caller computing as one of the workers was tried too: it cannot feed its workers while it runs
-a long item, and lost badly on uneven items.) What a probe measures is remembered per function
-(weakly): a function found costly goes to workers at once on its next call, so repeated calls
-lose no time probing. A function found cheap is probed again: its memory could only cost
+a long item, and lost badly on uneven items.) So the first call of a function with costly items
+pays for its probe: one item on one core while the others wait, 16 items of 0.2 s on 2 cores
+reach 1.75x where ``"process"`` reaches 1.95x (docs/performance.md). Overlapping the probe was
+weighed and left: a worker cannot be forked from another thread while the probe runs the
+function here (the child would inherit, held for good, any lock the function held at that
+moment: a hang, and a DeprecationWarning from 3.12); a worker forked before the probe costs
+every first call of every function a fork, 0.5 ms from a small caller but 3.7 ms holding
+500 MB and 13.6 ms holding 2 GB (``benchmarks/fork_cost.py``), against 0.2 ms for a whole
+small first call today; spawn or forkserver workers import the main module, which a script
+without ``if __name__ == "__main__":`` cannot survive.
+
+What a probe measures is remembered per function (weakly): a function found costly goes to
+workers at once on its next call, so repeated calls lose no time probing (1.98x on the same
+16 items). A function found cheap is probed again: its memory could only cost
 parallelism, never save time.
 
 A ``timeout=`` needs a worker that can be killed: such calls go to worker processes at once.

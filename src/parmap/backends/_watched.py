@@ -159,9 +159,8 @@ class WatchedPool(FutureBackend):
         self._procs: dict[int, BaseProcess] = {}
         #: ``_worker.pool_initializer``'s counts: workers without a slot, workers retired.
         self._counts: Any = None
-        #: Each worker runs ``tasks`` chunks, then retires (recycling; see ``_open_for``).
-        self.retiring = False
-        #: Chunks a worker runs before it is replaced (None: no limit).
+        #: Chunks a worker runs before it is replaced, then retires (recycling; see
+        #: ``_open_for``); None: no limit.
         self.tasks: int | None = None
         self._recycled_before = 0  # by engines this call closed (see ``_restart``)
         #: Workers that retired (recycling), and how many of the engine's ring were read.
@@ -224,6 +223,11 @@ class WatchedPool(FutureBackend):
                 super().submit(chunk)
         return super().wait()
 
+    @property
+    def retiring(self) -> bool:
+        """Whether workers retire after ``tasks`` chunks (recycling)."""
+        return self.tasks is not None
+
     def largest_chunk(self, call: Call) -> int | None:
         """``max_tasks`` shared among the chunks a worker runs (see ``tasks_per_worker``)."""
         if call.max_tasks is None:
@@ -239,8 +243,8 @@ class WatchedPool(FutureBackend):
         out). The cost: a process start every few chunks (docs/performance.md). A retiring
         worker frees its slot on the board as it exits, for a successor to claim."""
         self.size = max(1, min(self.workers, chunks))
-        self.retiring = call.max_tasks is not None or call.max_memory is not None
-        self.tasks = tasks_per_worker(call) if self.retiring else None
+        recycling = call.max_tasks is not None or call.max_memory is not None
+        self.tasks = tasks_per_worker(call) if recycling else None
         # Slots for replacements too: Pool starts a new worker for each one that dies.
         self._board = Board.shared(self._ctx, 2 * self.size + 8)
         # The ring of retired pids: the caller reads it at every submit and wait (``_track``),
@@ -286,7 +290,8 @@ class WatchedPool(FutureBackend):
 
     def _track(self) -> None:
         """Keep every worker process the engine has shown us (it forgets the dead ones), until
-        one that retired is gone from the engine too (with recycling, a worker per chunk)."""
+        one that retired is gone from the engine too (with recycling, workers come and go all
+        through the call)."""
         current = list(self._processes())
         for proc in current:
             if proc.pid is not None and proc.pid not in self._procs:
@@ -496,7 +501,7 @@ def tasks_per_worker(call: Call) -> int:
     start (5-20 ms on the 2-core host, the engine's replacement included) is paid every sqrt(N)
     chunks rather than every chunk, while chunks of up to sqrt(N) items still amortize their
     round trips (N = 10**6 over 100,000 trivial items: 3.6 us an item with a worker per chunk,
-    0.3 with this). With ``max_memory_per_worker``, at most ``MEMORY_TASKS``: a worker above
+    0.14-0.17 with this). With ``max_memory_per_worker``, at most ``MEMORY_TASKS``: a worker above
     the limit declines the chunks it is given until its task limit replaces it (see
     ``_worker.run_chunk``), a round trip each.
     """

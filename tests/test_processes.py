@@ -277,3 +277,47 @@ def test_queue_collect_timeout_with_large_items_in_flight(channel: str) -> None:
     with pytest.raises(TaskTimeoutError):
         queue_collect(put_big_forever, [(1 << 20,)] * 3, channel=channel, timeout=0.5)
     assert children() <= before
+
+
+def flood_or_fail(n: int, folder: str, q: Channel[bytes]) -> None:
+    """Producer 2 puts 8 MB items for good; producer 1 fails once producer 2 is putting;
+    producer 0 puts its item once producer 1 has failed."""
+    if n == 2:
+        q.put(b"y" * (8 << 20))
+        Path(folder, "flooding").touch()
+        while True:
+            q.put(b"y" * (8 << 20))
+    deadline = time.monotonic() + 30
+    marker = Path(folder, "flooding" if n == 1 else "failing")
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the child's own polling, not the test's synchronisation
+    if n == 1:
+        Path(folder, "failing").touch()
+        raise ValueError("producer 1 fails")
+    q.put(b"x")
+
+
+def test_queue_collect_a_failure_does_not_kill_a_producer_writing_to_the_shared_queue(
+    tmp_path: Path,
+) -> None:
+    """Killed mid-write, producer 2 would hold the shared queue's write lock for good, and
+    producer 0, still owed, could never flush its item: the call would hang."""
+    before = children()
+    with pytest.raises(ValueError, match="producer 1 fails"):
+        queue_collect(flood_or_fail, [(n, str(tmp_path)) for n in range(3)], channel="queue")
+    assert children() <= before
+
+
+def put_many(count: int, q: Channel[int]) -> None:
+    for i in range(count):
+        q.put(i)
+
+
+def test_queue_collect_never_returns_part_of_the_items_at_the_deadline() -> None:
+    """Producers that returned before the deadline but whose items the caller had not all read
+    by then fail as late; the call never returns a list with items missing."""
+    try:
+        out = queue_collect(put_many, [(20_000,)] * 2, channel="manager", timeout=1.0)
+    except TaskTimeoutError:
+        return
+    assert len(out) == 40_000

@@ -62,6 +62,8 @@ class Collector(Protocol):
 
     #: The longest wait before ``drain`` is called again (None: only when a handle is ready).
     interval: float | None
+    #: Whether a producer may be killed while others go on putting (see ``Children._handed``).
+    kills_safely: bool
 
     def handles(self) -> list[Any]:
         """What to wait on along with the children's pipes and sentinels."""
@@ -133,6 +135,10 @@ class Children(ProcessBackend):
                 # Not drained again: a producer killed while its queue's thread wrote a large
                 # item leaves half a message that no read of a shared queue would ever finish.
                 self._expire()
+                if channel is not None:  # done, but its items not all in: late too
+                    self._ready = [
+                        o if channel.complete([o]) else self._late(o.chunk) for o in self._ready
+                    ]
                 return self._handed()
             if channel is not None and channel.interval is not None:
                 left = channel.interval if left is None else min(left, channel.interval)
@@ -144,10 +150,11 @@ class Children(ProcessBackend):
     def _handed(self) -> list[Outcome]:
         """The outcomes there are; past the lowest failure among them, every child still
         running is stopped now, as the loop would never have started it (its side effects,
-        a producer's items, end here)."""
+        a producer's items, end here). Not with a shared queue (``kills_safely``): a producer
+        killed while writing to it would block the others; those are stopped with the call."""
         outcomes, self._ready = self._ready, []
         failed = [o.failure[0] for o in outcomes if o.failure is not None]
-        if failed:
+        if failed and (self.channel is None or self.channel.kills_safely):
             cut = min(failed)
             self._backlog = deque(j for j in self._backlog if j.chunk.start < cut)
             for worker in list(self._pool):
@@ -170,10 +177,15 @@ class Children(ProcessBackend):
                 worker.held.clear()
                 self._replace(worker, blamed=True)
         for job in jobs:
-            index = job.chunk.start
-            what = f"{self.api}() child {index}"
-            error = TaskTimeoutError(what, timeout=self.timeout, index=index)
-            self._ready.append(Outcome.failed(job.chunk, index, error))
+            self._ready.append(self._late(job.chunk))
+
+    def _late(self, chunk: Chunk) -> Outcome:
+        """``TaskTimeoutError`` for a child still running, or still putting, at the deadline."""
+        assert self.timeout is not None
+        what = f"{self.api}() child {chunk.start}"
+        return Outcome.failed(
+            chunk, chunk.start, TaskTimeoutError(what, timeout=self.timeout, index=chunk.start)
+        )
 
     def _fatal_death(
         self, view: SlotView, exitcode: int | None, pid: int | None

@@ -137,6 +137,9 @@ class _QueueCollector:
     def __init__(self, shared: Any, items: list[list[Any]], *, managed: bool) -> None:
         self.shared, self.items, self.managed = shared, items, managed
         self.interval: float | None = POLL if managed else None
+        # A producer killed while its feeder thread writes to a shared pipe holds the pipe's
+        # write lock for good (and may leave half a message): the others would block on it.
+        self.kills_safely = managed
 
     def handles(self) -> list[Any]:
         return [] if self.managed else [self.shared._reader]
@@ -166,8 +169,9 @@ class _QueueCollector:
         if not self.managed:
             self.shared.close()
             self.shared.join_thread()
-            # The caller never puts, so no feeder thread closes the write end: closed now, not
-            # when a garbage collection finds the queue (a traceback may hold it till then).
+            # The caller never puts, so no feeder thread closes its ends: closed now, not when
+            # a garbage collection finds the queue (a traceback may hold it till then).
+            self.shared._reader.close()
             self.shared._writer.close()
 
 
@@ -175,6 +179,7 @@ class _PipeCollector:
     """A pipe per producer, made as its child starts; the caller keeps the reading ends."""
 
     interval: float | None = None
+    kills_safely = True  # each producer's pipe is its own
 
     def __init__(self, ctx: Any, items: list[list[Any]]) -> None:
         self.ctx, self.items = ctx, items

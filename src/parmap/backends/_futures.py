@@ -120,6 +120,14 @@ class FuturesBackend(WatchedPool):
         manager = getattr(executor, "_executor_manager_thread", None)
         # No cancel_futures: after the kill the executor fails every pending future itself.
         executor.shutdown(wait=True, cancel_futures=not abort)
+        if self.start_error is not None:
+            # A worker that could not start ended the manager thread (perhaps only now, as the
+            # executor shut down): no one will tell the workers still waiting for a call to
+            # stop, so they are killed before they are reaped.
+            for proc in workers:
+                if proc.exitcode is None:
+                    proc.kill()
+                    join_exit(proc)
         if manager is None:
             if call_queue is not None:  # nothing was put in it: no feeder thread uses its pipe
                 call_queue._reader.close()

@@ -57,7 +57,11 @@ class _KillingPool(Pool):
         except BaseException:
             # A worker failed to start (``Too many open files``): Pool has killed and joined the
             # others, but its pipes and their sentinels would wait for a garbage collection.
+            # (On a KeyboardInterrupt it has not: they are killed here.)
             for proc in self._pool:
+                if proc.exitcode is None:
+                    proc.kill()
+                    join_exit(proc)
                 proc.close()
             self._close_channels()
             raise

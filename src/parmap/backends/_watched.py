@@ -117,7 +117,7 @@ def guarded_context(
                 if forks:
                     reserve_descriptors()
                 start()
-            except BaseException as exc:
+            except Exception as exc:  # a KeyboardInterrupt here reaches the caller as itself
                 if failed is not None:
                     failed(exc)
                 raise

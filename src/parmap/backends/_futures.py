@@ -101,10 +101,7 @@ class FuturesBackend(WatchedPool):
             return
         workers = {*self._processes_of(executor), *self._procs.values()}
         if abort:
-            for proc in workers:
-                proc.kill()
-            for proc in workers:
-                join_exit(proc)
+            _kill(workers)
             # A worker killed while writing a large result leaves half a message in the result
             # pipe, and the executor's manager thread waits in recv() for the rest for good
             # (an imap of 500 KB results closed after two: 8 hangs in 8). With every worker
@@ -124,10 +121,7 @@ class FuturesBackend(WatchedPool):
             # A worker that could not start ended the manager thread (perhaps only now, as the
             # executor shut down): no one will tell the workers still waiting for a call to
             # stop, so they are killed before they are reaped.
-            for proc in workers:
-                if proc.exitcode is None:
-                    proc.kill()
-                    join_exit(proc)
+            _kill(workers)
         if manager is None:
             if call_queue is not None:  # nothing was put in it: no feeder thread uses its pipe
                 call_queue._reader.close()
@@ -154,3 +148,11 @@ class FuturesBackend(WatchedPool):
     @staticmethod
     def _processes_of(executor: cf.ProcessPoolExecutor | None) -> list[BaseProcess]:
         return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def _kill(workers: Iterable[BaseProcess]) -> None:
+    """Kill the workers (those still running), and wait for each to end."""
+    for proc in workers:
+        proc.kill()
+    for proc in workers:
+        join_exit(proc)
